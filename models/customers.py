@@ -1,0 +1,225 @@
+"""Customers: the table and the operations that create, change and find them."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import datetime
+
+from sqlalchemy import DateTime, String, func, select
+from sqlalchemy.dialects.postgresql import UUID, insert
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from models.actors import Actor
+from models.db import db
+from models.errors import DomainError, ErrorCode, ErrorCollector
+from models.pagination import Page, paginate
+from models.validation import (
+    MAX_CODE,
+    MAX_NAME,
+    clean_email,
+    clean_phone,
+    clean_text,
+    parse_uuid,
+)
+
+CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
+CODE_ATTEMPTS = 5
+UNSET = object()
+
+
+class Customer(db.Model):
+    __tablename__ = "customers"
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 - SQLAlchemy reads a dict
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    code: Mapped[str] = mapped_column(String(MAX_CODE), unique=True)
+    name: Mapped[str] = mapped_column(String(MAX_NAME))
+    phone: Mapped[str | None] = mapped_column(String(20))
+    email: Mapped[str | None] = mapped_column(String(254))
+    oidc_subject: Mapped[str | None] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), index=True
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+def generate_code() -> str:
+    """A short random customer code such as `C7K2M9QXA`."""
+    return "C" + "".join(secrets.choice(CODE_ALPHABET) for _ in range(8))
+
+
+def _require_admin(actor: Actor) -> None:
+    if not actor.is_admin:
+        raise DomainError.single(None, ErrorCode.FORBIDDEN, "only an admin may do this")
+
+
+def _insert_customer(session: Session, values: dict[str, object], code: str | None) -> Customer:
+    """INSERT a customer; a given code that is taken is DUPLICATE, a generated one is redrawn."""
+    for _ in range(CODE_ATTEMPTS):
+        statement = (
+            insert(Customer)
+            .values(id=values.get("id") or uuid.uuid4(), code=code or generate_code(), **values)
+            .on_conflict_do_nothing(index_elements=[Customer.code])
+            .returning(Customer)
+        )
+        customer = session.scalars(statement).one_or_none()
+        if customer is not None:
+            return customer
+        if code is not None:
+            raise DomainError.single("code", ErrorCode.DUPLICATE, f"code {code} is already taken")
+    raise RuntimeError("could not draw a free customer code")  # pragma: no cover - 32^8 codes
+
+
+def create_customer(
+    session: Session,
+    *,
+    actor: Actor,
+    name: str | None,
+    phone: str | None = None,
+    email: str | None = None,
+    code: str | None = None,
+    region: str = "KE",
+) -> Customer:
+    """Create a customer (admins only); the code is generated when not given."""
+    _require_admin(actor)
+    errors = ErrorCollector()
+    values = {
+        "name": clean_text(errors, "name", name, limit=MAX_NAME, required=True),
+        "phone": clean_phone(errors, "phone", phone, region),
+        "email": clean_email(errors, "email", email),
+    }
+    code = clean_text(errors, "code", code, limit=MAX_CODE)
+    if code is not None and not all(c.isalnum() or c in "-_" for c in code):
+        errors.add("code", ErrorCode.INVALID, "code may hold letters, digits, - and _ only")
+    errors.raise_if_any()
+    return _insert_customer(session, values, code)
+
+
+def update_customer(
+    session: Session,
+    *,
+    actor: Actor,
+    customer_id: object,
+    name: object = UNSET,
+    phone: object = UNSET,
+    email: object = UNSET,
+    region: str = "KE",
+) -> Customer:
+    """Change a customer's name, phone or e-mail (its own record, or any for an admin)."""
+    customer = get_customer(session, actor=actor, customer_id=customer_id)
+    errors = ErrorCollector()
+    if name is not UNSET:
+        customer.name = clean_text(errors, "name", name, limit=MAX_NAME, required=True)
+    if phone is not UNSET:
+        customer.phone = clean_phone(errors, "phone", phone, region)
+    if email is not UNSET:
+        customer.email = clean_email(errors, "email", email)
+    errors.raise_if_any()
+    session.flush()
+    return customer
+
+
+def _visible(actor: Actor, customer: Customer | None) -> Customer:
+    # Another customer's record answers NOT_FOUND, not FORBIDDEN, so ids cannot be probed.
+    if customer is None or not (actor.is_admin or customer.id == actor.customer_id):
+        raise DomainError.single(None, ErrorCode.NOT_FOUND, "customer not found")
+    return customer
+
+
+def get_customer(session: Session, *, actor: Actor, customer_id: object) -> Customer:
+    """The customer with this id, if the actor may see it."""
+    key = parse_uuid(customer_id)
+    if key is None:
+        raise DomainError.single("id", ErrorCode.INVALID, "id is not a valid customer id")
+    return _visible(actor, session.get(Customer, key))
+
+
+def get_customer_by_code(session: Session, *, actor: Actor, code: str) -> Customer:
+    """The customer with this code, if the actor may see it."""
+    customer = session.scalars(select(Customer).where(Customer.code == code.strip())).first()
+    return _visible(actor, customer)
+
+
+def find_customer(session: Session, *, actor: Actor, reference: str, field: str) -> Customer:
+    """A customer named by OIDC subject, id or code, as a client may pass any of them."""
+    clauses = [Customer.oidc_subject == reference, Customer.code == reference]
+    if (key := parse_uuid(reference)) is not None:
+        clauses.append(Customer.id == key)
+    for clause in clauses:
+        customer = session.scalars(select(Customer).where(clause)).first()
+        if customer is not None and (actor.is_admin or customer.id == actor.customer_id):
+            return customer
+    raise DomainError.single(field, ErrorCode.NOT_FOUND, "customer not found")
+
+
+def list_customers(
+    session: Session, *, actor: Actor, first: int | None = None, after: str | None = None
+) -> Page[Customer]:
+    """Customers newest first: every one for an admin, the caller's own record otherwise."""
+    query = select(Customer)
+    if not actor.is_admin:
+        query = query.where(Customer.id == actor.customer_id)
+    return paginate(
+        session, query, created_at=Customer.created_at, row_id=Customer.id, first=first, after=after
+    )
+
+
+def provision_customer(
+    session: Session,
+    *,
+    subject: str,
+    name: str | None,
+    email: str | None,
+    phone: str | None,
+    region: str = "KE",
+) -> Customer:
+    """The customer for an OIDC subject, created on first sight and kept in step with its
+    claims. Concurrent first requests create one customer: the loser of the INSERT race waits
+    for the winner's commit, then finds its row."""
+    errors = ErrorCollector()  # claims we cannot use are dropped, never fatal
+    claims = {
+        "name": clean_text(errors, "name", name, limit=MAX_NAME),
+        "email": clean_email(errors, "email", email),
+        "phone": clean_phone(errors, "phone", phone, region),
+    }
+    customer = session.scalars(select(Customer).where(Customer.oidc_subject == subject)).first()
+    if customer is None:
+        key = parse_uuid(subject)
+        for _ in range(CODE_ATTEMPTS):
+            statement = (
+                insert(Customer)
+                .values(
+                    id=key or uuid.uuid4(),
+                    code=generate_code(),
+                    oidc_subject=subject,
+                    name=claims["name"] or "Customer",
+                    email=claims["email"],
+                    phone=claims["phone"],
+                )
+                .on_conflict_do_nothing()
+                .returning(Customer)
+            )
+            customer = session.scalars(statement).one_or_none()
+            if customer is not None:
+                return customer
+            customer = session.scalars(
+                select(Customer).where(Customer.oidc_subject == subject)
+            ).first()
+            if customer is not None:
+                break
+            key = None  # the id (or code) was taken by another customer: draw fresh ones
+        else:  # pragma: no cover - needs five collisions in a row
+            raise RuntimeError("could not provision a customer")
+    changed = {
+        field: value
+        for field, value in claims.items()
+        if value and getattr(customer, field) != value
+    }
+    for field, value in changed.items():
+        setattr(customer, field, value)
+    if changed:
+        session.flush()
+    return customer

@@ -1,0 +1,429 @@
+"""Orders: the tables, the state machine and the operations on it.
+
+Every state change is a conditional UPDATE (`... WHERE status = 'NEW'`), so concurrent
+requests cannot both win; each change appends an `OrderEvent` in the same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
+
+from models.actors import Actor
+from models.customers import Customer, find_customer
+from models.db import db
+from models.errors import DomainError, ErrorCode, ErrorCollector
+from models.pagination import Page, paginate
+from models.validation import (
+    MAX_DETAILS,
+    MAX_ITEM,
+    MAX_QUANTITY,
+    clean_currency,
+    clean_money,
+    clean_text,
+    parse_uuid,
+)
+
+IDEMPOTENCY_TTL = timedelta(hours=24)
+MAX_IDEMPOTENCY_KEY = 255
+
+
+class OrderStatus(StrEnum):
+    NEW = "NEW"
+    CONFIRMED = "CONFIRMED"
+    CANCELLED = "CANCELLED"
+
+
+class OrderEventType(StrEnum):
+    CREATED = "CREATED"
+    CONFIRMED = "CONFIRMED"
+    CANCELLED = "CANCELLED"
+
+
+class Order(db.Model):
+    __tablename__ = "orders"
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 - SQLAlchemy reads a dict
+    __table_args__ = (
+        CheckConstraint("status IN ('NEW', 'CONFIRMED', 'CANCELLED')", name="status"),
+        CheckConstraint("quantity > 0", name="quantity_positive"),
+        CheckConstraint("unit_price > 0 AND total > 0", name="amounts_positive"),
+        # A customer's order list, with and without a status filter, stays an index range
+        # scan at any size: newest first, keyset on (created_at, id).
+        Index("ix_orders_customer_recent", "customer_id", "created_at", "id"),
+        Index("ix_orders_customer_status_recent", "customer_id", "status", "created_at", "id"),
+        Index("ix_orders_recent", "created_at", "id"),
+        Index("ix_orders_status_recent", "status", "created_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    customer_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("customers.id", ondelete="RESTRICT")
+    )
+    item: Mapped[str | None] = mapped_column(String(MAX_ITEM))
+    details: Mapped[str | None] = mapped_column(Text)
+    quantity: Mapped[int] = mapped_column(Integer, default=1)
+    unit_price: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    total: Mapped[Decimal] = mapped_column(Numeric(12, 2))
+    currency: Mapped[str] = mapped_column(String(3), server_default="KES")
+    status: Mapped[str] = mapped_column(String(16), server_default=OrderStatus.NEW.value)
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+    customer: Mapped[Customer] = relationship(lazy="raise_on_sql")
+
+
+class OrderEvent(db.Model):
+    """Append-only history of an order: who did what, when."""
+
+    __tablename__ = "order_events"
+    __table_args__ = (Index("ix_order_events_order", "order_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    order_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("orders.id", ondelete="CASCADE")
+    )
+    type: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(255))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class IdempotencyKey(db.Model):
+    """A createOrder key, scoped to the caller, remembered for 24 hours."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
+
+    subject: Mapped[str] = mapped_column(String(255), primary_key=True)
+    key: Mapped[str] = mapped_column(String(MAX_IDEMPOTENCY_KEY), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    order_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("orders.id", ondelete="CASCADE")
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+@dataclass(frozen=True)
+class OrderResult:
+    """The order a create produced, and whether it was replayed from an idempotency key."""
+
+    order: Order
+    replayed: bool = False
+
+
+def parse_status(value: str | None, field: str = "status") -> OrderStatus | None:
+    """An order status from any letter case; a DomainError (INVALID) if there is none such."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return OrderStatus(value.strip().upper())
+    except ValueError:
+        names = ", ".join(status.value for status in OrderStatus)
+        raise DomainError.single(
+            field, ErrorCode.INVALID, f"{field} must be one of {names}"
+        ) from None
+
+
+def _resolve_customer(
+    session: Session,
+    actor: Actor,
+    *,
+    customer_id: str | None,
+    customer_code: str | None,
+    user_id: str | None,
+) -> Customer:
+    given = [
+        (field, value)
+        for field, value in (
+            ("customerId", customer_id),
+            ("customerCode", customer_code),
+            ("userId", user_id),
+        )
+        if value is not None
+    ]
+    if len(given) > 1:
+        raise DomainError.single(
+            given[1][0],
+            ErrorCode.INVALID,
+            "name the customer once: customerId, customerCode or userId",
+        )
+    if not given:
+        if actor.customer_id is None:
+            raise DomainError.single("customerId", ErrorCode.INVALID, "customerId is required")
+        return find_customer(
+            session, actor=actor, reference=str(actor.customer_id), field="customerId"
+        )
+    field, value = given[0]
+    if field == "customerId" and parse_uuid(value) is None:
+        raise DomainError.single(field, ErrorCode.INVALID, "customerId is not a valid id")
+    return find_customer(session, actor=actor, reference=value.strip(), field=field)
+
+
+def _claim_idempotency_key(
+    session: Session, *, subject: str, key: str, request_hash: str
+) -> IdempotencyKey | None:
+    """Claim `key` for this request; return the earlier claim instead if one is still live.
+
+    INSERT ... ON CONFLICT waits for a concurrent claimant to commit, so of two concurrent
+    duplicates exactly one proceeds and the other sees its result.
+    """
+    expired = IdempotencyKey.created_at < func.now() - IDEMPOTENCY_TTL
+    statement = insert(IdempotencyKey).values(subject=subject, key=key, request_hash=request_hash)
+    statement = statement.on_conflict_do_update(
+        index_elements=[IdempotencyKey.subject, IdempotencyKey.key],
+        set_={"request_hash": request_hash, "order_id": None, "created_at": func.now()},
+        where=expired,
+    ).returning(IdempotencyKey.key)
+    if session.execute(statement).first() is not None:
+        return None
+    return session.scalars(
+        select(IdempotencyKey).where(IdempotencyKey.subject == subject, IdempotencyKey.key == key)
+    ).one()
+
+
+def create_order(
+    session: Session,
+    *,
+    actor: Actor,
+    customer_id: str | None = None,
+    customer_code: str | None = None,
+    user_id: str | None = None,
+    item: str | None = None,
+    details: str | None = None,
+    quantity: int | None = None,
+    unit_price: object = None,
+    price: object = None,
+    currency: str | None = None,
+    idempotency_key: str | None = None,
+    default_currency: str = "KES",
+) -> OrderResult:
+    """Place an order for a customer the actor may order for; status NEW.
+
+    `price` (the original API's field) is the total of a single item; `unit_price` with
+    `quantity` is the richer form. With `idempotency_key`, a repeat of the same request
+    returns the first order and creates nothing.
+    """
+    errors = ErrorCollector()
+    item = clean_text(errors, "item", item, limit=MAX_ITEM)
+    details = clean_text(errors, "orderDetails", details, limit=MAX_DETAILS)
+    currency = clean_currency(errors, "currency", currency, default_currency)
+    if quantity is None:
+        quantity = 1
+    elif not 1 <= quantity <= MAX_QUANTITY:
+        errors.add("quantity", ErrorCode.INVALID, f"quantity must be 1 to {MAX_QUANTITY:,}")
+    if price is not None and unit_price is not None:
+        errors.add("price", ErrorCode.INVALID, "give price or unitPrice, not both")
+    elif price is None and unit_price is None:
+        errors.add("unitPrice", ErrorCode.INVALID, "unitPrice (or price) is required")
+    elif price is not None and quantity != 1:
+        errors.add("price", ErrorCode.INVALID, "price is a total: use unitPrice with quantity")
+    amount = clean_money(
+        errors,
+        "price" if price is not None else "unitPrice",
+        price if price is not None else unit_price,
+    )
+    total = amount * quantity if amount is not None else None
+    if total is not None and total > Decimal("1000000000"):
+        errors.add("quantity", ErrorCode.INVALID, "the order total must be at most 1,000,000,000")
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+        errors.add(
+            "idempotencyKey", ErrorCode.INVALID, "idempotencyKey must be 1 to 255 characters"
+        )
+    errors.raise_if_any()
+    assert amount is not None  # guaranteed by the checks above
+    assert total is not None
+
+    customer = _resolve_customer(
+        session, actor, customer_id=customer_id, customer_code=customer_code, user_id=user_id
+    )
+    if idempotency_key is not None:
+        fingerprint = json.dumps(
+            [str(customer.id), item, details, quantity, str(amount), currency],
+            separators=(",", ":"),
+        )
+        request_hash = hashlib.sha256(fingerprint.encode()).hexdigest()
+        earlier = _claim_idempotency_key(
+            session, subject=actor.subject, key=idempotency_key, request_hash=request_hash
+        )
+        if earlier is not None:
+            if earlier.request_hash != request_hash or earlier.order_id is None:
+                raise DomainError.single(
+                    "idempotencyKey",
+                    ErrorCode.IDEMPOTENCY_KEY_REUSED,
+                    "this idempotencyKey was used for a different order",
+                )
+            return OrderResult(order=session.get_one(Order, earlier.order_id), replayed=True)
+
+    order = Order(
+        id=uuid.uuid4(),
+        customer_id=customer.id,
+        item=item,
+        details=details,
+        quantity=quantity,
+        unit_price=amount,
+        total=total,
+        currency=currency,
+        status=OrderStatus.NEW.value,
+        created_by=actor.subject,
+    )
+    session.add(order)
+    session.add(
+        OrderEvent(
+            order_id=order.id,
+            type=OrderEventType.CREATED.value,
+            actor=actor.subject,
+            data={"total": str(total), "currency": currency},
+        )
+    )
+    session.flush()
+    if idempotency_key is not None:
+        session.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.subject == actor.subject, IdempotencyKey.key == idempotency_key)
+            .values(order_id=order.id)
+        )
+    return OrderResult(order=order)
+
+
+def _order_id(value: object) -> uuid.UUID:
+    key = parse_uuid(value)
+    if key is None:
+        raise DomainError.single("orderId", ErrorCode.INVALID, "orderId is not a valid order id")
+    return key
+
+
+def get_order(session: Session, *, actor: Actor, order_id: object) -> Order:
+    """The order with this id, if the actor may see it (else NOT_FOUND, never FORBIDDEN)."""
+    order = session.get(Order, _order_id(order_id))
+    if order is None or not (actor.is_admin or order.customer_id == actor.customer_id):
+        raise DomainError.single("orderId", ErrorCode.NOT_FOUND, "order not found")
+    return order
+
+
+def _transition(
+    session: Session,
+    *,
+    actor: Actor,
+    order_id: object,
+    allowed_from: tuple[OrderStatus, ...],
+    to: OrderStatus,
+    event: OrderEventType,
+    data: dict[str, Any],
+) -> Order:
+    key = _order_id(order_id)
+    statement = (
+        update(Order)
+        .where(Order.id == key, Order.status.in_([status.value for status in allowed_from]))
+        .values(status=to.value, updated_at=func.now())
+        .returning(Order)
+        .execution_options(synchronize_session="fetch")
+    )
+    if not actor.is_admin:
+        statement = statement.where(Order.customer_id == actor.customer_id)
+    order = session.scalars(statement).one_or_none()
+    if order is None:
+        current = get_order(session, actor=actor, order_id=key)
+        raise DomainError.single(
+            "orderId",
+            ErrorCode.INVALID_STATE,
+            f"order is {current.status}; "
+            f"only a {' or '.join(allowed_from)} order can be {to.lower()}",
+        )
+    session.add(OrderEvent(order_id=order.id, type=event.value, actor=actor.subject, data=data))
+    session.flush()
+    return order
+
+
+def confirm_order(session: Session, *, actor: Actor, order_id: object) -> Order:
+    """NEW -> CONFIRMED; exactly one of any number of concurrent confirms succeeds."""
+    return _transition(
+        session,
+        actor=actor,
+        order_id=order_id,
+        allowed_from=(OrderStatus.NEW,),
+        to=OrderStatus.CONFIRMED,
+        event=OrderEventType.CONFIRMED,
+        data={},
+    )
+
+
+def cancel_order(
+    session: Session, *, actor: Actor, order_id: object, reason: str | None = None
+) -> Order:
+    """NEW or CONFIRMED -> CANCELLED, with an optional reason kept in the order's history.
+
+    An admin may cancel a CONFIRMED order; a customer may cancel only its own NEW ones.
+    """
+    errors = ErrorCollector()
+    reason = clean_text(errors, "reason", reason, limit=MAX_DETAILS)
+    errors.raise_if_any()
+    allowed = (OrderStatus.NEW, OrderStatus.CONFIRMED) if actor.is_admin else (OrderStatus.NEW,)
+    return _transition(
+        session,
+        actor=actor,
+        order_id=order_id,
+        allowed_from=allowed,
+        to=OrderStatus.CANCELLED,
+        event=OrderEventType.CANCELLED,
+        data={"reason": reason} if reason else {},
+    )
+
+
+def list_orders(
+    session: Session,
+    *,
+    actor: Actor,
+    customer: Customer | None = None,
+    status: str | None = None,
+    first: int | None = None,
+    after: str | None = None,
+) -> Page[Order]:
+    """Orders newest first, optionally of one customer and one status, as the actor may see."""
+    wanted = parse_status(status)
+    query = select(Order)
+    if customer is not None:
+        query = query.where(Order.customer_id == customer.id)
+    if not actor.is_admin:
+        query = query.where(Order.customer_id == actor.customer_id)
+    if wanted is not None:
+        query = query.where(Order.status == wanted.value)
+    return paginate(
+        session, query, created_at=Order.created_at, row_id=Order.id, first=first, after=after
+    )
+
+
+def order_events(session: Session, *, actor: Actor, order: Order) -> list[OrderEvent]:
+    """An order's history, oldest first, if the actor may see the order."""
+    if not (actor.is_admin or order.customer_id == actor.customer_id):
+        return []
+    return list(
+        session.scalars(
+            select(OrderEvent).where(OrderEvent.order_id == order.id).order_by(OrderEvent.id)
+        )
+    )

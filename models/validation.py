@@ -1,0 +1,119 @@
+"""Parsing and limits shared by the domain functions."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal, InvalidOperation
+
+import phonenumbers
+
+from models.errors import ErrorCode, ErrorCollector
+
+MAX_NAME = 200
+MAX_DETAILS = 2000
+MAX_CODE = 32
+MAX_EMAIL = 254
+MAX_ITEM = 200
+MAX_QUANTITY = 100_000
+MAX_AMOUNT = Decimal("1000000000")  # 10^9: above this a price is a typo, not an order
+CENT = Decimal("0.01")
+
+
+def parse_uuid(value: object) -> uuid.UUID | None:
+    """The UUID in `value`, or None when it is not one."""
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def normalize_phone(raw: str, region: str) -> str | None:
+    """`raw` as an E.164 number (default region for local numbers), or None if invalid."""
+    try:
+        number = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def clean_text(
+    errors: ErrorCollector,
+    field: str,
+    value: str | None,
+    *,
+    limit: int,
+    required: bool = False,
+) -> str | None:
+    """Strip `value` and check its length; record an INVALID error and return None if bad."""
+    if value is None:
+        if required:
+            errors.add(field, ErrorCode.INVALID, f"{field} is required")
+        return None
+    text = value.strip()
+    if not text:
+        if required:
+            errors.add(field, ErrorCode.INVALID, f"{field} must not be empty")
+        return None
+    if len(text) > limit:
+        errors.add(field, ErrorCode.INVALID, f"{field} must be at most {limit} characters")
+        return None
+    return text
+
+
+def clean_phone(errors: ErrorCollector, field: str, value: str | None, region: str) -> str | None:
+    """Normalise a phone number to E.164 or record why it cannot be."""
+    text = clean_text(errors, field, value, limit=40)
+    if text is None:
+        return None
+    phone = normalize_phone(text, region)
+    if phone is None:
+        errors.add(field, ErrorCode.INVALID, f"{field} is not a valid phone number")
+    return phone
+
+
+def clean_email(errors: ErrorCollector, field: str, value: str | None) -> str | None:
+    """A plausible e-mail address (one @, something either side), lower-cased domain."""
+    text = clean_text(errors, field, value, limit=MAX_EMAIL)
+    if text is None:
+        return None
+    local, at, domain = text.rpartition("@")
+    if not at or not local or "." not in domain or " " in text:
+        errors.add(field, ErrorCode.INVALID, f"{field} is not a valid e-mail address")
+        return None
+    return f"{local}@{domain.lower()}"
+
+
+def clean_money(errors: ErrorCollector, field: str, value: object) -> Decimal | None:
+    """A positive amount with at most two decimals and at most 10^9."""
+    if value is None:
+        return None
+    try:
+        amount = value if isinstance(value, Decimal) else Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        errors.add(field, ErrorCode.INVALID, f"{field} is not a number")
+        return None
+    if not amount.is_finite() or amount <= 0:
+        errors.add(field, ErrorCode.INVALID, f"{field} must be greater than zero")
+        return None
+    if amount > MAX_AMOUNT:
+        errors.add(field, ErrorCode.INVALID, f"{field} must be at most {MAX_AMOUNT:,}")
+        return None
+    if amount != amount.quantize(CENT):
+        errors.add(field, ErrorCode.INVALID, f"{field} has more than two decimal places")
+        return None
+    return amount.quantize(CENT)
+
+
+def clean_currency(errors: ErrorCollector, field: str, value: str | None, default: str) -> str:
+    """An ISO 4217-shaped currency code (three letters), upper-cased."""
+    if value is None:
+        return default
+    code = value.strip().upper()
+    if len(code) != 3 or not code.isalpha() or not code.isascii():
+        errors.add(field, ErrorCode.INVALID, f"{field} must be a three-letter currency code")
+        return default
+    return code

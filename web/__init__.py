@@ -1,0 +1,91 @@
+"""The web process: `create_app` builds the Flask app for gunicorn, the worker and the tests."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, jsonify
+from flask_migrate import Migrate
+from werkzeug.exceptions import HTTPException
+
+from models.db import db
+from web.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+migrate = Migrate()
+
+
+def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
+    """Build the app from `config` (a Settings, or overrides of the environment's settings)."""
+    if isinstance(config, Settings):
+        settings = config
+    else:
+        settings = Settings.from_env()
+        if config:
+            settings = Settings(**{**settings.__dict__, **config})
+
+    app = Flask(__name__)
+    app.config.update(
+        SETTINGS=settings,
+        SECRET_KEY=settings.secret_key,
+        SQLALCHEMY_DATABASE_URI=settings.database_url,
+        SQLALCHEMY_ENGINE_OPTIONS={
+            "pool_pre_ping": True,
+            "pool_size": 10,
+            "max_overflow": 10,
+            "pool_timeout": 5,
+            "connect_args": {"connect_timeout": 5, "application_name": "order-service-web"},
+        },
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        JSON_SORT_KEYS=False,
+        PROPAGATE_EXCEPTIONS=False,
+    )
+    logging.basicConfig(level=settings.log_level)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"), compare_type=True)
+
+    from web import auth, graphql, health
+
+    app.extensions["graphql"] = graphql.GraphQLService(settings)
+    auth.init_app(app, settings)
+    app.register_blueprint(graphql.blueprint)
+    app.register_blueprint(health.blueprint)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    return app
+
+
+def _http_error(error: HTTPException):
+    response = jsonify(
+        {
+            "errors": [
+                {
+                    "message": error.description,
+                    "extensions": {"code": error.name.upper().replace(" ", "_")},
+                }
+            ]
+        }
+    )
+    response.status_code = error.code or 500
+    if error.code == 405 and error.valid_methods:  # type: ignore[attr-defined]
+        response.headers["Allow"] = ", ".join(error.valid_methods)  # type: ignore[attr-defined]
+    return response
+
+
+def _unexpected_error(error: Exception):
+    logging.getLogger(__name__).exception("unhandled error")
+    response = jsonify(
+        {
+            "errors": [
+                {
+                    "message": "Internal server error",
+                    "extensions": {"code": "INTERNAL_SERVER_ERROR"},
+                }
+            ]
+        }
+    )
+    response.status_code = 500
+    return response

@@ -1,0 +1,222 @@
+"""The GraphQL endpoint: schema from `schema.graphql`, limits, error shaping, one transaction."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from ariadne import graphql_sync, load_schema_from_path, make_executable_schema
+from ariadne.explorer import ExplorerGraphiQL
+from ariadne.validation import cost_validator
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLSchema,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    parse,
+)
+from graphql.validation import ASTValidationRule, ValidationContext
+from sqlalchemy.exc import SQLAlchemyError
+
+from models.db import db
+from web.config import Settings
+from web.resolvers import bindables
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.graphql"
+DID_YOU_MEAN = re.compile(r"\s*Did you mean .*\?$")
+JSON_TYPES = ("application/json", "application/graphql-response+json")
+
+log = logging.getLogger(__name__)
+# Ariadne logs every error with a traceback, expected ones included; format_error logs the
+# unexpected ones instead.
+quiet = logging.getLogger(f"{__name__}.ariadne")
+quiet.disabled = True
+blueprint = Blueprint("graphql", __name__)
+
+# Costs: each field 1, list fields times their page size, so nested lists multiply.
+LISTS = {"multipliers": ["first"], "complexity": 1}
+COST_MAP = {
+    "Query": {
+        name: LISTS
+        for name in (
+            "allCustomers",
+            "customers",
+            "allOrders",
+            "myOrders",
+            "ordersByCustomer",
+            "orders",
+        )
+    },
+    "Customer": {"orders": LISTS},
+}
+
+
+def build_schema() -> GraphQLSchema:
+    """The executable schema; fails at start-up if resolvers and `schema.graphql` drift."""
+    return make_executable_schema(
+        load_schema_from_path(str(SCHEMA_PATH)), *bindables, convert_names_case=True
+    )
+
+
+def depth_limit(max_depth: int) -> type[ASTValidationRule]:
+    """A validation rule refusing operations nested deeper than `max_depth` fields."""
+
+    class DepthLimit(ASTValidationRule):
+        def __init__(self, context: ValidationContext) -> None:
+            super().__init__(context)
+            self.fragments = {
+                definition.name.value: definition
+                for definition in context.document.definitions
+                if isinstance(definition, FragmentDefinitionNode)
+            }
+
+        def depth(self, selection_set: SelectionSetNode | None, seen: frozenset[str]) -> int:
+            deepest = 0
+            for selection in selection_set.selections if selection_set else ():
+                if isinstance(selection, FieldNode):
+                    if selection.name.value.startswith("__"):
+                        continue  # introspection has its own switch
+                    deepest = max(deepest, 1 + self.depth(selection.selection_set, seen))
+                elif isinstance(selection, InlineFragmentNode):
+                    deepest = max(deepest, self.depth(selection.selection_set, seen))
+                elif isinstance(selection, FragmentSpreadNode):
+                    name = selection.name.value
+                    fragment = self.fragments.get(name)
+                    if fragment is not None and name not in seen:
+                        deepest = max(deepest, self.depth(fragment.selection_set, seen | {name}))
+            return deepest
+
+        def enter_operation_definition(self, node: OperationDefinitionNode, *_args: Any) -> None:
+            if (found := self.depth(node.selection_set, frozenset())) > max_depth:
+                self.report_error(
+                    GraphQLError(
+                        f"The operation is nested {found} levels deep; the limit is {max_depth}.",
+                        node,
+                        extensions={"code": "QUERY_TOO_DEEP"},
+                    )
+                )
+
+    return DepthLimit
+
+
+class GraphQLService:
+    """The schema and everything that does not change between requests."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.schema = build_schema()
+        self.depth_rule = depth_limit(settings.graphql_max_depth)
+        self.explorer = ExplorerGraphiQL(title="Order service")
+        # Each distinct document is parsed once; clients send the same few documents.
+        self.parse = lru_cache(maxsize=512)(self._parse)
+
+    def _parse(self, query: str) -> DocumentNode:
+        return parse(query, no_location=False, max_tokens=self.settings.graphql_max_tokens)
+
+    def parse_query(self, _context: Any, data: dict[str, Any]) -> DocumentNode:
+        return self.parse(data["query"])
+
+    def validation_rules(self, _context: Any, _document: DocumentNode, data: dict[str, Any]):
+        variables = data.get("variables")
+        return [
+            self.depth_rule,
+            cost_validator(
+                maximum_cost=self.settings.graphql_max_cost,
+                default_cost=1,
+                variables=variables if isinstance(variables, dict) else None,
+                cost_map=COST_MAP,
+            ),
+        ]
+
+    def format_error(self, error: GraphQLError, debug: bool = False) -> dict[str, Any]:
+        """Shape an error; unexpected exceptions are logged and hidden in production."""
+        original = error.original_error
+        if original is not None and not isinstance(original, GraphQLError):
+            log.error("resolver failed: %s", error.message, exc_info=original)
+            if self.settings.is_production:
+                return {
+                    "message": "Internal server error",
+                    "path": error.path,
+                    "extensions": {"code": "INTERNAL_SERVER_ERROR"},
+                }
+        formatted: dict[str, Any] = dict(error.formatted)
+        if self.settings.is_production:
+            formatted["message"] = DID_YOU_MEAN.sub("", formatted["message"])
+        elif debug and original is not None and not isinstance(original, GraphQLError):
+            formatted.setdefault("extensions", {})["exception"] = repr(original)
+        return formatted
+
+    def execute(self, data: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+        _, result = graphql_sync(
+            self.schema,
+            data,
+            context_value=context,
+            query_parser=self.parse_query,
+            validation_rules=self.validation_rules,
+            introspection=not self.settings.is_production,
+            debug=not self.settings.is_production,
+            error_formatter=self.format_error,
+            logger=quiet,
+        )
+        return result
+
+
+def error_response(status: int, message: str, code: str) -> Response:
+    """A GraphQL-shaped error body for requests that never reached execution."""
+    response = jsonify({"errors": [{"message": message, "extensions": {"code": code}}]})
+    response.status_code = status
+    return response
+
+
+def service() -> GraphQLService:
+    return current_app.extensions["graphql"]
+
+
+@blueprint.get("/graphql")
+@blueprint.get("/graphql/")
+def explorer() -> Response | tuple[str, int]:
+    if service().settings.is_production:
+        return error_response(405, "Send GraphQL requests as POST with a JSON body.", "BAD_REQUEST")
+    return service().explorer.html(request), 200
+
+
+@blueprint.post("/graphql")
+@blueprint.post("/graphql/")
+def execute() -> Response:
+    if request.mimetype not in JSON_TYPES:
+        return error_response(
+            415, "Send the request as JSON (Content-Type: application/json).", "BAD_REQUEST"
+        )
+    try:
+        data = json.loads(request.get_data(cache=False))
+    except (ValueError, UnicodeDecodeError):
+        return error_response(400, "The request body is not valid JSON.", "BAD_REQUEST")
+    if isinstance(data, list):
+        return error_response(400, "Batched requests are not supported.", "BAD_REQUEST")
+    if not isinstance(data, dict) or not isinstance(data.get("query"), str):
+        return error_response(
+            400, "The body must be an object with a 'query' string.", "BAD_REQUEST"
+        )
+
+    context = {"request": request, "actor": g.get("actor"), "settings": service().settings}
+    result = service().execute(data, context)
+    try:
+        db.session.commit()
+    except SQLAlchemyError:
+        log.exception("commit failed")
+        db.session.rollback()
+        return error_response(503, "The database is unavailable; try again.", "SERVICE_UNAVAILABLE")
+    response = jsonify(result)
+    # A document that never executed (syntax, validation, limits) is a bad request.
+    response.status_code = 200 if "data" in result else 400
+    return response

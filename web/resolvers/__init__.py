@@ -1,0 +1,20 @@
+"""Resolvers, one module per type; `bindables` is what the schema is built from."""
+
+from web.resolvers.customer import customer_type
+from web.resolvers.mutation import mutation_type
+from web.resolvers.order import order_event_type, order_type
+from web.resolvers.query import query_type
+from web.resolvers.scalars import datetime_scalar, decimal_scalar
+from web.resolvers.session import session_mutations, session_queries
+
+bindables = [
+    query_type,
+    mutation_type,
+    session_queries,
+    session_mutations,
+    customer_type,
+    order_type,
+    order_event_type,
+    decimal_scalar,
+    datetime_scalar,
+]

@@ -1,0 +1,89 @@
+"""What every resolver needs: the caller, the settings, and the mutation payload shape."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from graphql import GraphQLError, GraphQLResolveInfo
+
+from models.actors import Actor
+from models.db import db
+from models.errors import DomainError, ErrorCode, FieldError
+from web.config import Settings
+
+T = TypeVar("T")
+
+
+class UnauthenticatedError(GraphQLError):
+    def __init__(self) -> None:
+        super().__init__(
+            "Authentication required: send an access token as 'Authorization: Bearer <token>'.",
+            extensions={"code": "UNAUTHENTICATED"},
+        )
+
+
+class BadUserInputError(GraphQLError):
+    """A query argument that cannot be served; mutations report these in their payload."""
+
+    def __init__(self, error: DomainError) -> None:
+        first = error.errors[0]
+        super().__init__(
+            str(error),
+            extensions={"code": "BAD_USER_INPUT", "field": first.field, "reason": first.code},
+        )
+
+
+def actor_of(info: GraphQLResolveInfo) -> Actor:
+    """The authenticated caller, or an UNAUTHENTICATED error."""
+    actor = info.context.get("actor")
+    if actor is None:
+        raise UnauthenticatedError()
+    return actor
+
+
+def settings_of(info: GraphQLResolveInfo) -> Settings:
+    return info.context["settings"]
+
+
+def query(
+    operation: Callable[..., T], info: GraphQLResolveInfo, *, not_found: Any = None, **kwargs: Any
+) -> T:
+    """Run a read for the caller. NOT_FOUND answers `not_found` (null, or an empty list), so
+    another customer's ids cannot be probed; other DomainErrors become BAD_USER_INPUT."""
+    try:
+        return operation(db.session, actor=actor_of(info), **kwargs)
+    except DomainError as error:
+        if all(e.code is ErrorCode.NOT_FOUND for e in error.errors):
+            return not_found
+        raise BadUserInputError(error) from None
+
+
+def mutation(
+    operation: Callable[..., T], info: GraphQLResolveInfo, **kwargs: Any
+) -> tuple[T | None, tuple[FieldError, ...]]:
+    """Run one domain operation in a savepoint: all of its writes, or none of them."""
+    actor = actor_of(info)
+    session = db.session
+    try:
+        with session.begin_nested():
+            return operation(session, actor=actor, **kwargs), ()
+    except DomainError as error:
+        return None, error.errors
+
+
+def payload(
+    key: str, value: object, errors: tuple[FieldError, ...], message: str, **extra: Any
+) -> dict[str, Any]:
+    """The payload every mutation answers: success, message, errors and fieldErrors."""
+    return {
+        key: value,
+        "success": not errors,
+        "message": message if not errors else errors[0].message,
+        "errors": [error.message for error in errors],
+        "field_errors": [
+            {"field": error.field, "code": error.code.value, "message": error.message}
+            for error in errors
+        ],
+        **extra,
+    }

@@ -1,0 +1,61 @@
+"""Root mutation fields for customers and orders: parse, call one domain function, shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ariadne import MutationType
+from graphql import GraphQLResolveInfo
+
+from models import customers, orders
+from web.resolvers.common import mutation, payload, settings_of
+
+mutation_type = MutationType()
+
+
+@mutation_type.field("createCustomer")
+def resolve_create_customer(_, info: GraphQLResolveInfo, input: dict[str, Any]):
+    customer, errors = mutation(
+        customers.create_customer, info, region=settings_of(info).default_region, **input
+    )
+    return payload("customer", customer, errors, "Customer created!")
+
+
+@mutation_type.field("updateCustomer")
+def resolve_update_customer(_, info: GraphQLResolveInfo, id: str, input: dict[str, Any]):
+    customer, errors = mutation(
+        customers.update_customer,
+        info,
+        customer_id=id,
+        region=settings_of(info).default_region,
+        **input,
+    )
+    return payload("customer", customer, errors, "Customer updated!")
+
+
+@mutation_type.field("createOrder")
+def resolve_create_order(_, info: GraphQLResolveInfo, input: dict[str, Any]):
+    fields = dict(input)
+    fields["details"] = fields.pop("order_details", None)
+    result, errors = mutation(
+        orders.create_order, info, default_currency=settings_of(info).default_currency, **fields
+    )
+    return payload(
+        "order",
+        result.order if result else None,
+        errors,
+        "Order created!",
+        replayed=bool(result and result.replayed),
+    )
+
+
+@mutation_type.field("confirmOrder")
+def resolve_confirm_order(_, info: GraphQLResolveInfo, order_id: str):
+    order, errors = mutation(orders.confirm_order, info, order_id=order_id)
+    return payload("order", order, errors, "Order confirmed!")
+
+
+@mutation_type.field("cancelOrder")
+def resolve_cancel_order(_, info: GraphQLResolveInfo, order_id: str, reason: str | None = None):
+    order, errors = mutation(orders.cancel_order, info, order_id=order_id, reason=reason)
+    return payload("order", order, errors, "Order cancelled.")

@@ -1,0 +1,86 @@
+"""Sign-in fields: login, refreshToken, logout, and who the caller is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ariadne import MutationType, QueryType
+from graphql import GraphQLResolveInfo
+
+from models.actors import Actor
+from web.auth import current_auth
+from web.identity import UNAVAILABLE, GrantResult
+from web.resolvers.common import actor_of
+from web.tokens import InvalidToken
+
+session_queries = QueryType()
+session_mutations = MutationType()
+
+
+def user_info(actor: Actor) -> dict[str, Any]:
+    return {
+        "user_id": actor.subject,
+        "email": actor.email,
+        "full_name": actor.name,
+        "username": actor.username,
+        "phone": actor.phone,
+        "roles": sorted(actor.roles),
+    }
+
+
+def login_payload(result: GrantResult) -> dict[str, Any]:
+    """Tokens and the user they belong to; the access token is verified like any other."""
+    empty = {"access_token": None, "refresh_token": None, "expires_in": None, "user_info": None}
+    if not result.success or result.tokens is None:
+        return {**empty, "success": False, "message": result.message}
+    auth = current_auth()
+    try:
+        claims = auth.verifier.verify(result.tokens["access_token"])  # type: ignore[union-attr]
+    except InvalidToken:
+        return {
+            **empty,
+            "success": False,
+            "message": "the identity provider issued an unusable token",
+        }
+    actor = auth.actor_for(claims)
+    return {
+        "access_token": result.tokens["access_token"],
+        "refresh_token": result.tokens.get("refresh_token"),
+        "expires_in": result.tokens.get("expires_in"),
+        "user_info": user_info(actor),
+        "success": True,
+        "message": result.message,
+    }
+
+
+def _provider():
+    return current_auth().provider
+
+
+@session_mutations.field("login")
+def resolve_login(_, _info: GraphQLResolveInfo, input: dict[str, str]):
+    provider = _provider()
+    if provider is None:
+        return login_payload(GrantResult(False, UNAVAILABLE))
+    return login_payload(provider.password_grant(input["username"], input["password"]))
+
+
+@session_mutations.field("refreshToken")
+def resolve_refresh_token(_, _info: GraphQLResolveInfo, input: dict[str, str]):
+    provider = _provider()
+    if provider is None:
+        return login_payload(GrantResult(False, UNAVAILABLE))
+    return login_payload(provider.refresh_grant(input["refresh_token"]))
+
+
+@session_mutations.field("logout")
+def resolve_logout(_, info: GraphQLResolveInfo, refresh_token: str):
+    actor_of(info)
+    provider = _provider()
+    result = provider.logout(refresh_token) if provider else GrantResult(False, UNAVAILABLE)
+    return {"success": result.success, "message": result.message}
+
+
+@session_queries.field("userInfo")
+def resolve_user_info(_, info: GraphQLResolveInfo):
+    return user_info(actor_of(info))

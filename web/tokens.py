@@ -1,0 +1,179 @@
+"""Bearer token verification against the identity provider's JWKS, entirely local.
+
+Keys are cached for 10 minutes. A token naming an unknown `kid` may trigger one refetch per
+10 seconds (one fetch in flight at a time), so a flood of forged kids cannot hammer the
+provider; a failed fetch keeps the keys we had.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from jose import jwt
+from jose.backends import RSAKey
+from jose.exceptions import JOSEError
+
+log = logging.getLogger(__name__)
+
+MAX_TOKEN_BYTES = 8 * 1024
+LEEWAY_SECONDS = 30
+JWKS_TTL_SECONDS = 600
+UNKNOWN_KID_COOLDOWN_SECONDS = 10
+FETCH_TIMEOUT_SECONDS = 3
+# Asymmetric only: never `none`, never HS* (an HS token "signed" with our public key as the
+# secret would otherwise verify).
+ALLOWED_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
+)
+KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC"}
+
+
+class InvalidToken(Exception):
+    """The token is not acceptable; the message says why (for logs, never for the client)."""
+
+
+def require_cryptography_backend() -> None:
+    """Refuse to run on python-jose's pure-Python crypto fallback."""
+    if RSAKey is None or RSAKey.__module__ != "jose.backends.cryptography_backend":
+        raise RuntimeError(
+            "python-jose is not using the 'cryptography' backend; install python-jose[cryptography]"
+        )
+
+
+class JWKSCache:
+    """Signing keys from a JWKS URL, by `kid`."""
+
+    def __init__(
+        self,
+        url: Callable[[], str],
+        *,
+        session: requests.Session | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._url = url
+        self._session = session or requests.Session()
+        self._clock = clock
+        self._keys: dict[str, dict[str, Any]] = {}
+        self._fetched_at: float | None = None
+        self._last_attempt: float | None = None
+        self._last_miss: float | None = None
+        self._lock = threading.Lock()
+        self.fetches = 0
+
+    def key(self, kid: str) -> dict[str, Any] | None:
+        """The signing key named `kid`, refetching the set when stale or (rarely) on a miss."""
+        now = self._clock()
+        stale = self._fetched_at is None or now - self._fetched_at >= JWKS_TTL_SECONDS
+        if stale and _elapsed(now, self._last_attempt, UNKNOWN_KID_COOLDOWN_SECONDS):
+            self._fetch(now)
+        elif kid not in self._keys and _elapsed(now, self._last_miss, UNKNOWN_KID_COOLDOWN_SECONDS):
+            self._last_miss = now
+            self._fetch(now)
+        return self._keys.get(kid)
+
+    def _fetch(self, now: float) -> None:
+        # With keys in hand, other threads answer from them while one thread fetches; with
+        # none yet, they wait for that one fetch rather than each starting their own.
+        if not self._lock.acquire(blocking=not self._keys):
+            return
+        try:
+            if self._last_attempt is not None and self._last_attempt >= now:
+                return  # another thread fetched while we waited
+            self._last_attempt = self._clock()
+            self.fetches += 1
+            try:
+                response = self._session.get(self._url(), timeout=FETCH_TIMEOUT_SECONDS)
+                response.raise_for_status()
+                keys = response.json()["keys"]
+                signing = {
+                    key["kid"]: key
+                    for key in keys
+                    if isinstance(key, dict) and key.get("kid") and key.get("use", "sig") == "sig"
+                }
+                if not signing:
+                    raise ValueError("the key set has no signing keys")
+            except (requests.RequestException, ValueError, KeyError, TypeError) as error:
+                log.warning("JWKS fetch failed, keeping %d cached keys: %s", len(self._keys), error)
+                return
+            self._keys = signing
+            self._fetched_at = self._last_attempt
+        finally:
+            self._lock.release()
+
+
+def _elapsed(now: float, since: float | None, seconds: float) -> bool:
+    return since is None or now - since >= seconds
+
+
+@dataclass(frozen=True)
+class TokenVerifier:
+    """Checks a bearer token's signature and claims; returns the claims."""
+
+    keys: JWKSCache
+    issuer: str
+    audience: str
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """The token's claims, or InvalidToken."""
+        if len(token) > MAX_TOKEN_BYTES:
+            raise InvalidToken("token too large")
+        if token.count(".") != 2:
+            raise InvalidToken("not a signed JWT (JWE or malformed)")
+        try:
+            header = jwt.get_unverified_header(token)
+        except JOSEError as error:
+            raise InvalidToken(f"malformed header: {error}") from None
+        algorithm, kid = header.get("alg"), header.get("kid")
+        if algorithm not in ALLOWED_ALGORITHMS:
+            raise InvalidToken(f"algorithm {algorithm!r} not allowed")
+        if not isinstance(kid, str) or not kid:
+            raise InvalidToken("no kid")
+        key = self.keys.key(kid)
+        if key is None:
+            raise InvalidToken("unknown kid")
+        if key.get("kty") != KEY_TYPES[algorithm[:2]] or key.get("alg", algorithm) != algorithm:
+            raise InvalidToken("key does not match the algorithm")
+        try:
+            claims = jwt.decode(
+                token,
+                key,  # one key, chosen by kid: never "try every key of the set"
+                algorithms=[algorithm],
+                audience=self.audience,
+                issuer=self.issuer,
+                options={
+                    "require_exp": True,
+                    "require_iat": True,
+                    "require_sub": True,
+                    "require_iss": True,
+                    "require_aud": True,
+                    "leeway": LEEWAY_SECONDS,
+                    "verify_at_hash": False,
+                },
+            )
+        except JOSEError as error:
+            raise InvalidToken(str(error)) from None
+        # Keycloak marks its tokens: only access tokens are bearer credentials.
+        if "typ" in claims and claims["typ"] != "Bearer":
+            raise InvalidToken(f"token type {claims['typ']!r} is not an access token")
+        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+            raise InvalidToken("no subject")
+        return claims
+
+
+def roles_from_claims(claims: dict[str, Any], client_id: str) -> frozenset[str]:
+    """The union of realm roles and this client's roles, as Keycloak puts them."""
+    roles: set[str] = set()
+    realm = claims.get("realm_access")
+    if isinstance(realm, dict) and isinstance(realm.get("roles"), list):
+        roles.update(role for role in realm["roles"] if isinstance(role, str))
+    resource = claims.get("resource_access")
+    client = resource.get(client_id) if isinstance(resource, dict) else None
+    if isinstance(client, dict) and isinstance(client.get("roles"), list):
+        roles.update(role for role in client["roles"] if isinstance(role, str))
+    return frozenset(roles)
