@@ -90,9 +90,13 @@ class Order(db.Model):
     currency: Mapped[str] = mapped_column(String(3), server_default="KES")
     status: Mapped[str] = mapped_column(String(16), server_default=OrderStatus.NEW.value)
     created_by: Mapped[str] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.clock_timestamp()
+    )
     updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+        DateTime(timezone=True),
+        server_default=func.clock_timestamp(),
+        onupdate=func.clock_timestamp(),
     )
 
     customer: Mapped[Customer] = relationship(lazy="raise_on_sql")
@@ -111,7 +115,9 @@ class OrderEvent(db.Model):
     type: Mapped[str] = mapped_column(String(32))
     actor: Mapped[str] = mapped_column(String(255))
     data: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.clock_timestamp()
+    )
 
 
 class IdempotencyKey(db.Model):
@@ -126,7 +132,9 @@ class IdempotencyKey(db.Model):
     order_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("orders.id", ondelete="CASCADE")
     )
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.clock_timestamp()
+    )
 
 
 @dataclass(frozen=True)
@@ -340,7 +348,7 @@ def _transition(
     statement = (
         update(Order)
         .where(Order.id == key, Order.status.in_([status.value for status in allowed_from]))
-        .values(status=to.value, updated_at=func.now())
+        .values(status=to.value, updated_at=func.clock_timestamp())
         .returning(Order)
         .execution_options(synchronize_session="fetch")
     )

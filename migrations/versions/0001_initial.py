@@ -25,8 +25,8 @@ def upgrade():
     sa.Column('phone', sa.String(length=20), nullable=True),
     sa.Column('email', sa.String(length=254), nullable=True),
     sa.Column('oidc_subject', sa.String(length=255), nullable=True),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('clock_timestamp()'), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('clock_timestamp()'), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_customers')),
     sa.UniqueConstraint('code', name=op.f('uq_customers_code')),
     sa.UniqueConstraint('oidc_subject', name=op.f('uq_customers_oidc_subject'))
@@ -45,8 +45,8 @@ def upgrade():
     sa.Column('currency', sa.String(length=3), server_default='KES', nullable=False),
     sa.Column('status', sa.String(length=16), server_default='NEW', nullable=False),
     sa.Column('created_by', sa.String(length=255), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
-    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('clock_timestamp()'), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('clock_timestamp()'), nullable=False),
     sa.CheckConstraint("status IN ('NEW', 'CONFIRMED', 'CANCELLED')", name=op.f('ck_orders_status')),
     sa.CheckConstraint('quantity > 0', name=op.f('ck_orders_quantity_positive')),
     sa.CheckConstraint('unit_price > 0 AND total > 0', name=op.f('ck_orders_amounts_positive')),
@@ -64,7 +64,7 @@ def upgrade():
     sa.Column('key', sa.String(length=255), nullable=False),
     sa.Column('request_hash', sa.String(length=64), nullable=False),
     sa.Column('order_id', sa.UUID(), nullable=True),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('clock_timestamp()'), nullable=False),
     sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_idempotency_keys_order_id_orders'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('subject', 'key', name=op.f('pk_idempotency_keys'))
     )
@@ -77,7 +77,7 @@ def upgrade():
     sa.Column('type', sa.String(length=32), nullable=False),
     sa.Column('actor', sa.String(length=255), nullable=False),
     sa.Column('data', postgresql.JSONB(astext_type=sa.Text()), nullable=False),
-    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('now()'), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('clock_timestamp()'), nullable=False),
     sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_order_events_order_id_orders'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_order_events'))
     )

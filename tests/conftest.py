@@ -1,0 +1,172 @@
+"""Shared fixtures: a throwaway database on a real PostgreSQL, the development identity
+provider over real HTTP, and a client that speaks GraphQL with real tokens.
+
+`DATABASE_URL` names the server (the runner in `dev/services.py` provides one, embedded if
+need be); the suite creates its own database there and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from flask_migrate import upgrade
+from sqlalchemy import make_url, text
+from sqlalchemy.orm import scoped_session, sessionmaker
+
+from dev.idp import DevIdentityProvider
+from models.db import db
+from web import create_app
+from web.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _admin_dsn(url: str) -> str:
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1)).set(
+        drivername="postgresql", database="postgres"
+    )
+    return parsed.render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh database for this test run, dropped afterwards."""
+    name = f"orders_test_{uuid.uuid4().hex[:10]}"
+    admin = _admin_dsn(SERVER_URL)
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(admin).set(drivername="postgresql+psycopg", database=name)
+    yield url.render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def idp() -> Iterator[Any]:
+    """The development identity provider, served on 127.0.0.1 for the whole run."""
+    provider = DevIdentityProvider(
+        ROOT / "dev" / "users.json", client_id="customer_api", client_secret="test-secret"
+    )
+    server = provider.serve_in_thread(host="127.0.0.1", port=0)
+    yield provider
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, idp: Any) -> Settings:
+    return Settings(
+        database_url=database_url,
+        oidc_issuer=idp.issuer,
+        oidc_client_id="customer_api",
+        oidc_client_secret="test-secret",
+    )
+
+
+def _dispose(application: Flask) -> None:
+    with application.app_context():
+        for engine in db.engines.values():
+            engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings) -> Iterator[Flask]:
+    application = create_app(settings)
+    with application.app_context():
+        upgrade()
+    yield application
+    _dispose(application)
+
+
+@pytest.fixture
+def production_app(settings: Settings) -> Iterator[Flask]:
+    """The same service in production mode (limits on, introspection off)."""
+    application = create_app(replace(settings, env="production", secret_key="x" * 40))
+    yield application
+    _dispose(application)
+
+
+@pytest.fixture
+def session(app: Flask) -> Iterator[Any]:
+    """Each test inside one transaction, rolled back at the end; the app's commits become
+    savepoint releases inside it."""
+    with app.app_context():
+        connection = db.engine.connect()
+        outer = connection.begin()
+        scoped = scoped_session(
+            sessionmaker(
+                bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+            )
+        )
+        original, db.session = db.session, scoped
+        try:
+            yield scoped
+        finally:
+            db.session = original
+            scoped.remove()
+            outer.rollback()
+            connection.close()
+
+
+@pytest.fixture
+def committed(app: Flask) -> Iterator[None]:
+    """For tests whose threads need real commits on separate connections: empties the
+    tables afterwards."""
+    yield
+    with app.app_context():
+        db.session.execute(
+            text("TRUNCATE order_events, idempotency_keys, orders, customers CASCADE")
+        )
+        db.session.commit()
+
+
+@dataclass
+class GraphQLClient:
+    """Posts GraphQL documents as one user, with a real token from the identity provider."""
+
+    client: FlaskClient
+    token: str | None
+
+    def post(self, query: str, variables: dict | None = None, **kwargs: Any):
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        body = {"query": query, "variables": variables or {}}
+        return self.client.post("/graphql", json=body, headers=headers, **kwargs)
+
+    def execute(self, query: str, variables: dict | None = None) -> dict[str, Any]:
+        """The `data` of a successful execution; fails the test on any GraphQL error."""
+        response = self.post(query, variables)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        body = response.get_json()
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+
+@pytest.fixture
+def graphql(app: Flask, session: Any, idp: Any):
+    """`graphql("jane")` is a client signed in as jane; `graphql(None)` has no token;
+    `graphql(sub=..., roles=[...])` is any other user."""
+
+    def make(username: str | None = "jane", **claims: Any) -> GraphQLClient:
+        token = idp.issue_access_token(username, **claims) if username else None
+        return GraphQLClient(app.test_client(), token)
+
+    return make
+
+
+@pytest.fixture
+def admin(graphql):
+    return graphql("admin")
+
+
+@pytest.fixture
+def jane(graphql):
+    return graphql("jane")
