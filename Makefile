@@ -1,0 +1,52 @@
+# Development tasks. PostgreSQL and Redis come from DATABASE_URL/REDIS_URL, else from servers on
+# 127.0.0.1:5432/6379, else embedded ones under var/ (see dev/services.py).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SERVICES := $(BIN)/python -m dev.services run
+MIGRATE := flask --app web:create_app db upgrade
+PYTEST_ARGS ?=
+
+# The venv's tools first, also for the commands dev.services runs.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run test lint format migrate clean
+
+help: ## List targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed ## Create .venv; re-install when requirements*.txt change
+
+# The release step runs before honcho, which stops every process as soon as one exits; `exec`
+# lets honcho itself receive the signals dev.services forwards.
+run: venv ## Migrate, then run web, worker, beat and flower with PostgreSQL, Redis and dev.idp
+	$(SERVICES) --database orders --idp -- sh -c '$(MIGRATE) && \
+		echo "GraphiQL: http://127.0.0.1:$${PORT:-5000}/graphql" && \
+		exec honcho start web worker beat flower'
+
+test: venv ## Run the tests with coverage (extra pytest arguments: PYTEST_ARGS=...), then lint
+	$(SERVICES) -- $(BIN)/pytest --cov --cov-report=term-missing $(PYTEST_ARGS)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+lint: venv ## Check style and formatting with ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv ## Reformat and apply ruff's safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+migrate: venv ## Apply database migrations to the orders database
+	$(SERVICES) --database orders -- $(MIGRATE)
+
+clean: ## Stop embedded servers and remove var/ and caches
+	if [ -x $(BIN)/python ]; then $(BIN)/python -m dev.services stop; fi
+	rm -rf var .coverage .coverage.* htmlcov coverage.xml .pytest_cache .ruff_cache
