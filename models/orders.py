@@ -25,8 +25,10 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    delete,
     func,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
@@ -36,6 +38,7 @@ from models.actors import Actor
 from models.customers import Customer, find_customer
 from models.db import db
 from models.errors import DomainError, ErrorCode, ErrorCollector
+from models.notifications import NotificationKind, OutboxMessage, enqueue
 from models.pagination import Page, paginate
 from models.validation import (
     MAX_DETAILS,
@@ -118,6 +121,9 @@ class OrderEvent(db.Model):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.clock_timestamp()
     )
+
+    # Declared so the unit of work inserts the order before its events.
+    order: Mapped[Order] = relationship(lazy="raise_on_sql")
 
 
 class IdempotencyKey(db.Model):
@@ -230,6 +236,7 @@ def create_order(
     currency: str | None = None,
     idempotency_key: str | None = None,
     default_currency: str = "KES",
+    company: str = "Donfiles",
 ) -> OrderResult:
     """Place an order for a customer the actor may order for; status NEW.
 
@@ -309,6 +316,7 @@ def create_order(
             data={"total": str(total), "currency": currency},
         )
     )
+    _notify(session, order, NotificationKind.ORDER_PLACED, company, customer.phone)
     session.flush()
     if idempotency_key is not None:
         session.execute(
@@ -317,6 +325,34 @@ def create_order(
             .values(order_id=order.id)
         )
     return OrderResult(order=order)
+
+
+def _notify(
+    session: Session, order: Order, kind: NotificationKind, company: str, phone: str | None
+) -> None:
+    """The outbox row for this change, in the same transaction as the change itself."""
+    enqueue(
+        session,
+        OutboxMessage(
+            order_id=order.id, kind=kind, phone=phone, total=order.total, currency=order.currency
+        ),
+        company=company,
+    )
+
+
+def purge_expired_idempotency_keys(session: Session, *, limit: int = 5000) -> int:
+    """Forget idempotency keys older than 24 hours; returns how many went."""
+    expired = (
+        select(IdempotencyKey.subject, IdempotencyKey.key)
+        .where(IdempotencyKey.created_at < func.now() - IDEMPOTENCY_TTL)
+        .limit(limit)
+    )
+    result = session.execute(
+        delete(IdempotencyKey).where(
+            tuple_(IdempotencyKey.subject, IdempotencyKey.key).in_(expired)
+        )
+    )
+    return result.rowcount  # type: ignore[attr-defined]
 
 
 def _order_id(value: object) -> uuid.UUID:
@@ -343,6 +379,8 @@ def _transition(
     to: OrderStatus,
     event: OrderEventType,
     data: dict[str, Any],
+    notify: NotificationKind,
+    company: str,
 ) -> Order:
     key = _order_id(order_id)
     statement = (
@@ -364,11 +402,15 @@ def _transition(
             f"only a {' or '.join(allowed_from)} order can be {to.lower()}",
         )
     session.add(OrderEvent(order_id=order.id, type=event.value, actor=actor.subject, data=data))
+    customer = session.get_one(Customer, order.customer_id)
+    _notify(session, order, notify, company, customer.phone)
     session.flush()
     return order
 
 
-def confirm_order(session: Session, *, actor: Actor, order_id: object) -> Order:
+def confirm_order(
+    session: Session, *, actor: Actor, order_id: object, company: str = "Donfiles"
+) -> Order:
     """NEW -> CONFIRMED; exactly one of any number of concurrent confirms succeeds."""
     return _transition(
         session,
@@ -378,11 +420,18 @@ def confirm_order(session: Session, *, actor: Actor, order_id: object) -> Order:
         to=OrderStatus.CONFIRMED,
         event=OrderEventType.CONFIRMED,
         data={},
+        notify=NotificationKind.ORDER_CONFIRMED,
+        company=company,
     )
 
 
 def cancel_order(
-    session: Session, *, actor: Actor, order_id: object, reason: str | None = None
+    session: Session,
+    *,
+    actor: Actor,
+    order_id: object,
+    reason: str | None = None,
+    company: str = "Donfiles",
 ) -> Order:
     """NEW or CONFIRMED -> CANCELLED, with an optional reason kept in the order's history.
 
@@ -400,6 +449,8 @@ def cancel_order(
         to=OrderStatus.CANCELLED,
         event=OrderEventType.CANCELLED,
         data={"reason": reason} if reason else {},
+        notify=NotificationKind.ORDER_CANCELLED,
+        company=company,
     )
 
 

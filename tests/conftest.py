@@ -29,6 +29,9 @@ from web.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+# A queue of this run's own, so tasks never mix with another run's or a developer's worker.
+QUEUE = f"orders-test-{uuid.uuid4().hex[:8]}"
 
 
 def _admin_dsn(url: str) -> str:
@@ -66,6 +69,8 @@ def idp() -> Iterator[Any]:
 def settings(database_url: str, idp: Any) -> Settings:
     return Settings(
         database_url=database_url,
+        redis_url=REDIS_URL,
+        celery_queue=QUEUE,
         oidc_issuer=idp.issuer,
         oidc_client_id="customer_api",
         oidc_client_secret="test-secret",

@@ -47,12 +47,17 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), compare_type=True)
 
-    from web import auth, graphql, health
+    from web import auth, callbacks, graphql, health
+    from worker import celery_app, outbox
 
+    celery_app.conf.broker_url = settings.redis_url
+    celery_app.conf.task_default_queue = settings.celery_queue
+    outbox.install()
     app.extensions["graphql"] = graphql.GraphQLService(settings)
     auth.init_app(app, settings)
     app.register_blueprint(graphql.blueprint)
     app.register_blueprint(health.blueprint)
+    app.register_blueprint(callbacks.blueprint)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app

@@ -18,6 +18,17 @@ DEVELOPMENT = "development"
 DEV_SECRET_KEY = "dev-insecure-secret-key"  # noqa: S105 - refused in production below
 
 
+PRODUCTION_REQUIRED = (
+    "secret_key",
+    "database_url",
+    "redis_url",
+    "oidc_issuer",
+    "oidc_client_secret",
+    "at_api_key",
+    "at_callback_secret",
+)
+
+
 class ConfigError(RuntimeError):
     """A missing or malformed setting; the message names the variable."""
 
@@ -79,6 +90,11 @@ class Settings:
     graphql_max_cost: int = 5000
     max_body_bytes: int = 64 * 1024
     log_level: str = "INFO"
+    sms_max_attempts: int = 6
+    sms_backoff_base: int = 15
+    sms_backoff_cap: int = 600
+    sms_timeout: float = 10.0
+    celery_queue: str = "orders"
 
     @property
     def is_production(self) -> bool:
@@ -116,16 +132,12 @@ class Settings:
     def check_production(self) -> None:
         """Refuse to start in production without the settings that keep it safe."""
         env_names = {attribute: name for name, attribute, _ in _VARIABLES}
-        required = ("database_url", "redis_url", "oidc_issuer", "oidc_client_secret")
         defaults = {f.name: f.default for f in fields(self)}
+        # A development default is as bad as nothing: production must say what it uses.
         missing = [
             env_names[attribute]
-            for attribute in ("secret_key", *required)
-            if getattr(self, attribute) in (None, "")
-            or (
-                attribute in ("secret_key", "database_url", "redis_url")
-                and getattr(self, attribute) == defaults[attribute]
-            )
+            for attribute in PRODUCTION_REQUIRED
+            if getattr(self, attribute) in (None, "", defaults[attribute])
         ]
         if missing:
             raise ConfigError(f"missing required setting(s) in production: {', '.join(missing)}")
@@ -156,4 +168,9 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("GRAPHQL_MAX_TOKENS", "graphql_max_tokens", _positive_int),
     ("GRAPHQL_MAX_COST", "graphql_max_cost", _positive_int),
     ("LOG_LEVEL", "log_level", str.upper),
+    ("SMS_MAX_ATTEMPTS", "sms_max_attempts", _positive_int),
+    ("SMS_BACKOFF_BASE", "sms_backoff_base", _positive_int),
+    ("SMS_BACKOFF_CAP", "sms_backoff_cap", _positive_int),
+    ("SMS_TIMEOUT", "sms_timeout", float),
+    ("CELERY_QUEUE", "celery_queue", str),
 )

@@ -2,6 +2,7 @@
 
 from web.resolvers.customer import customer_type
 from web.resolvers.mutation import mutation_type
+from web.resolvers.notification import notification_queries, notification_type
 from web.resolvers.order import order_event_type, order_type
 from web.resolvers.query import query_type
 from web.resolvers.scalars import datetime_scalar, decimal_scalar
@@ -15,6 +16,8 @@ bindables = [
     customer_type,
     order_type,
     order_event_type,
+    notification_type,
+    notification_queries,
     decimal_scalar,
     datetime_scalar,
 ]

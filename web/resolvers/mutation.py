@@ -7,7 +7,7 @@ from typing import Any
 from ariadne import MutationType
 from graphql import GraphQLResolveInfo
 
-from models import customers, orders
+from models import customers, notifications, orders
 from web.resolvers.common import mutation, payload, settings_of
 
 mutation_type = MutationType()
@@ -37,8 +37,13 @@ def resolve_update_customer(_, info: GraphQLResolveInfo, id: str, input: dict[st
 def resolve_create_order(_, info: GraphQLResolveInfo, input: dict[str, Any]):
     fields = dict(input)
     fields["details"] = fields.pop("order_details", None)
+    settings = settings_of(info)
     result, errors = mutation(
-        orders.create_order, info, default_currency=settings_of(info).default_currency, **fields
+        orders.create_order,
+        info,
+        default_currency=settings.default_currency,
+        company=settings.company_name,
+        **fields,
     )
     return payload(
         "order",
@@ -51,11 +56,25 @@ def resolve_create_order(_, info: GraphQLResolveInfo, input: dict[str, Any]):
 
 @mutation_type.field("confirmOrder")
 def resolve_confirm_order(_, info: GraphQLResolveInfo, order_id: str):
-    order, errors = mutation(orders.confirm_order, info, order_id=order_id)
+    order, errors = mutation(
+        orders.confirm_order, info, order_id=order_id, company=settings_of(info).company_name
+    )
     return payload("order", order, errors, "Order confirmed!")
 
 
 @mutation_type.field("cancelOrder")
 def resolve_cancel_order(_, info: GraphQLResolveInfo, order_id: str, reason: str | None = None):
-    order, errors = mutation(orders.cancel_order, info, order_id=order_id, reason=reason)
+    order, errors = mutation(
+        orders.cancel_order,
+        info,
+        order_id=order_id,
+        reason=reason,
+        company=settings_of(info).company_name,
+    )
     return payload("order", order, errors, "Order cancelled.")
+
+
+@mutation_type.field("resendNotification")
+def resolve_resend_notification(_, info: GraphQLResolveInfo, id: str):
+    notification, errors = mutation(notifications.resend, info, notification_id=id)
+    return payload("notification", notification, errors, "Notification queued again.")

@@ -7,7 +7,7 @@ import json
 from ariadne import ObjectType
 from graphql import GraphQLResolveInfo
 
-from models import customers, orders
+from models import customers, notifications, orders
 from models.orders import Order, OrderEvent
 from models.pagination import encode_cursor
 from web.resolvers.common import query
@@ -54,3 +54,8 @@ def resolve_events(order: Order, info: GraphQLResolveInfo) -> list[OrderEvent]:
 @order_event_type.field("data")
 def resolve_event_data(event: OrderEvent, _info: GraphQLResolveInfo) -> str:
     return json.dumps(event.data, sort_keys=True)
+
+
+@order_type.field("notifications")
+def resolve_notifications(order: Order, info: GraphQLResolveInfo):
+    return query(notifications.notifications_of_order, info, order=order)

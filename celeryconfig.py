@@ -1,0 +1,60 @@
+"""Celery settings for the worker, beat and the web process that publishes tasks.
+
+Read by `worker.celery_app` with `config_from_object`; the values come from `web.config`.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+from web.config import Settings
+
+_settings = Settings.from_env()
+
+# Retries wait at most SMS_BACKOFF_CAP seconds and a task runs at most task_time_limit
+# seconds; Redis redelivers an unacknowledged task after visibility_timeout, so it must be
+# longer than both together or a waiting retry would run twice.
+task_soft_time_limit = 40
+task_time_limit = 45
+visibility_timeout = 3600
+assert _settings.sms_backoff_cap + task_time_limit < visibility_timeout
+
+broker_url = _settings.redis_url
+broker_connection_retry_on_startup = True
+broker_connection_timeout = 3
+broker_transport_options = {
+    "visibility_timeout": visibility_timeout,
+    "socket_timeout": 5,
+    "socket_connect_timeout": 3,
+    "health_check_interval": 25,
+}
+if broker_url.startswith("rediss://"):
+    broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+
+# Results are never read: the database records what happened.
+task_ignore_result = True
+result_backend = None
+
+# At-least-once: a task is acknowledged after it ran, and redelivered if its worker died.
+# The task itself makes running twice harmless (a conditional claim of the row).
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+
+# Flower shows the flow: sent, received, started, succeeded or failed.
+worker_send_task_events = True
+task_send_sent_event = True
+task_track_started = True
+
+task_default_queue = _settings.celery_queue
+timezone = "UTC"
+enable_utc = True
+worker_hijack_root_logger = False
+
+beat_schedule = {
+    "sweep-notifications": {"task": "notifications.sweep", "schedule": 30.0},
+}

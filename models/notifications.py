@@ -1,0 +1,516 @@
+"""SMS notifications: the outbox row written with each order change, its attempts, and the
+delivery reports the gateway posts back.
+
+State machine: QUEUED -> SENDING -> SENT -> DELIVERED, and any non-final state -> FAILED.
+Every change is a conditional UPDATE, so a repeated task or callback changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
+
+from models.actors import Actor
+from models.db import db
+from models.errors import DomainError, ErrorCode
+from models.pagination import Page, paginate
+from models.validation import normalize_phone, parse_uuid
+
+if TYPE_CHECKING:
+    from models.orders import Order
+
+RAW_REPLY_LIMIT = 1024
+OUTBOX_KEY = "outbox"  # session.info key: notification ids to publish once committed
+SMS_LIMIT = 160
+
+
+class NotificationKind(StrEnum):
+    ORDER_PLACED = "ORDER_PLACED"
+    ORDER_CONFIRMED = "ORDER_CONFIRMED"
+    ORDER_CANCELLED = "ORDER_CANCELLED"
+
+
+class NotificationStatus(StrEnum):
+    QUEUED = "QUEUED"
+    SENDING = "SENDING"
+    SENT = "SENT"
+    DELIVERED = "DELIVERED"
+    FAILED = "FAILED"
+
+
+FINAL = (NotificationStatus.DELIVERED, NotificationStatus.FAILED)
+
+
+class Notification(db.Model):
+    __tablename__ = "notifications"
+    __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 - SQLAlchemy reads a dict
+    __table_args__ = (
+        UniqueConstraint("order_id", "kind"),
+        CheckConstraint(
+            "status IN ('QUEUED', 'SENDING', 'SENT', 'DELIVERED', 'FAILED')", name="status"
+        ),
+        CheckConstraint(
+            "kind IN ('ORDER_PLACED', 'ORDER_CONFIRMED', 'ORDER_CANCELLED')", name="kind"
+        ),
+        # The sweep's two questions: which QUEUED rows are due, which leases have expired.
+        Index(
+            "ix_notifications_queued_due",
+            "next_attempt_at",
+            postgresql_where="status = 'QUEUED'",
+        ),
+        Index(
+            "ix_notifications_sending_lease",
+            "lease_expires_at",
+            postgresql_where="status = 'SENDING'",
+        ),
+        Index("ix_notifications_status_recent", "status", "created_at", "id"),
+        Index("ix_notifications_recent", "created_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    order_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("orders.id", ondelete="CASCADE")
+    )
+    kind: Mapped[str] = mapped_column(String(32))
+    phone: Mapped[str | None] = mapped_column(String(20))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), server_default=NotificationStatus.QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.clock_timestamp()
+    )
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    provider_message_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    cost: Mapped[str | None] = mapped_column(String(32))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.clock_timestamp()
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.clock_timestamp()
+    )
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    # Declared so the unit of work inserts the order before its notifications.
+    order: Mapped[Order] = relationship(lazy="raise_on_sql")
+
+
+class NotificationAttempt(db.Model):
+    """One try at the gateway, kept forever: what we sent, what came back, how long it took."""
+
+    __tablename__ = "notification_attempts"
+    __table_args__ = (Index("ix_notification_attempts_notification", "notification_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    notification_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("notifications.id", ondelete="CASCADE")
+    )
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    gateway_status_code: Mapped[int | None] = mapped_column(Integer)
+    gateway_status: Mapped[str | None] = mapped_column(String(64))
+    provider_message_id: Mapped[str | None] = mapped_column(String(100))
+    error: Mapped[str | None] = mapped_column(Text)
+    raw_reply: Mapped[str | None] = mapped_column(Text)
+
+
+class DeliveryReport(db.Model):
+    """A delivery report exactly as the gateway posted it, matched or not."""
+
+    __tablename__ = "delivery_reports"
+    __table_args__ = (Index("ix_delivery_reports_message", "provider_message_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    notification_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("notifications.id", ondelete="SET NULL")
+    )
+    provider_message_id: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(32))
+    failure_reason: Mapped[str | None] = mapped_column(String(100))
+    raw: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.clock_timestamp()
+    )
+
+
+# -- writing the outbox ---------------------------------------------------------------------
+
+
+def short_reference(order_id: uuid.UUID) -> str:
+    """The order reference a customer sees in an SMS: the first 8 hex digits of its id."""
+    return order_id.hex[:8].upper()
+
+
+def message_body(
+    kind: NotificationKind, *, company: str, order_id: uuid.UUID, total: Decimal, currency: str
+) -> str:
+    """The SMS text: company, a short order reference and the total, within one SMS."""
+    reference = short_reference(order_id)
+    amount = f"{currency} {total:,.2f}"
+    text = {
+        NotificationKind.ORDER_PLACED: f"{company}: order {reference} for {amount} received. "
+        "We will confirm it shortly.",
+        NotificationKind.ORDER_CONFIRMED: f"{company}: order {reference} for {amount} is "
+        "confirmed. Thank you!",
+        NotificationKind.ORDER_CANCELLED: f"{company}: order {reference} for {amount} has "
+        "been cancelled.",
+    }[kind]
+    if len(text) > SMS_LIMIT:  # a long company name: keep what matters
+        text = f"Order {reference} ({amount}): {kind.removeprefix('ORDER_').lower()}."
+    return text
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """What the order change asks to be sent; becomes a QUEUED notification row."""
+
+    order_id: uuid.UUID
+    kind: NotificationKind
+    phone: str | None
+    total: Decimal
+    currency: str
+
+
+def enqueue(
+    session: Session, message: OutboxMessage, *, company: str, request_id: str | None = None
+) -> Notification:
+    """Write a QUEUED notification in the caller's transaction (the outbox)."""
+    notification = Notification(
+        id=uuid.uuid4(),
+        order_id=message.order_id,
+        kind=message.kind.value,
+        phone=message.phone,
+        body=message_body(
+            message.kind,
+            company=company,
+            order_id=message.order_id,
+            total=message.total,
+            currency=message.currency,
+        ),
+        status=NotificationStatus.QUEUED.value,
+        attempts=0,
+        request_id=request_id,
+    )
+    session.add(notification)
+    session.info.setdefault(OUTBOX_KEY, []).append(notification.id)
+    return notification
+
+
+# -- the worker's side ----------------------------------------------------------------------
+
+
+def claim(session: Session, *, notification_id: uuid.UUID, lease: timedelta) -> Notification | None:
+    """QUEUED and due -> SENDING with a lease; None if someone else has it or it is not due."""
+    return session.scalars(
+        update(Notification)
+        .where(
+            Notification.id == notification_id,
+            Notification.status == NotificationStatus.QUEUED,
+            Notification.next_attempt_at <= func.clock_timestamp() + timedelta(seconds=1),
+        )
+        .values(
+            status=NotificationStatus.SENDING,
+            attempts=Notification.attempts + 1,
+            lease_expires_at=func.clock_timestamp() + lease,
+            updated_at=func.clock_timestamp(),
+        )
+        .returning(Notification)
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """What one gateway call produced, as the worker saw it."""
+
+    started_at: datetime
+    duration_ms: int
+    http_status: int | None = None
+    gateway_status_code: int | None = None
+    gateway_status: str | None = None
+    provider_message_id: str | None = None
+    cost: str | None = None
+    error: str | None = None
+    raw_reply: str | None = None
+
+
+def record_attempt(session: Session, notification: Notification, attempt: AttemptRecord) -> None:
+    """Append the attempt; the attempts table is never updated or pruned."""
+    session.add(
+        NotificationAttempt(
+            notification_id=notification.id,
+            started_at=attempt.started_at,
+            duration_ms=attempt.duration_ms,
+            http_status=attempt.http_status,
+            gateway_status_code=attempt.gateway_status_code,
+            gateway_status=attempt.gateway_status,
+            provider_message_id=attempt.provider_message_id,
+            error=attempt.error,
+            raw_reply=attempt.raw_reply[:RAW_REPLY_LIMIT] if attempt.raw_reply else None,
+        )
+    )
+
+
+def _move(
+    session: Session, notification_id: uuid.UUID, from_: tuple[str, ...], **values: Any
+) -> bool:
+    result = session.execute(
+        update(Notification)
+        .where(Notification.id == notification_id, Notification.status.in_(from_))
+        .values(updated_at=func.clock_timestamp(), **values)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def mark_sent(session: Session, notification: Notification, *, message_id: str, cost: str | None):
+    """The gateway accepted the message. A report that raced ahead of us is applied now."""
+    moved = _move(
+        session,
+        notification.id,
+        (NotificationStatus.SENDING, NotificationStatus.QUEUED),
+        status=NotificationStatus.SENT,
+        provider_message_id=message_id,
+        cost=cost,
+        last_error=None,
+        lease_expires_at=None,
+        sent_at=func.clock_timestamp(),
+    )
+    if moved:
+        early = session.scalars(
+            select(DeliveryReport)
+            .where(DeliveryReport.provider_message_id == message_id)
+            .order_by(DeliveryReport.id)
+        ).all()
+        for report in early:
+            _apply_report(session, notification.id, report)
+    return moved
+
+
+def mark_retry(session: Session, notification: Notification, *, error: str, delay: timedelta):
+    """A transient failure: back to QUEUED, due again after `delay`."""
+    return _move(
+        session,
+        notification.id,
+        (NotificationStatus.SENDING,),
+        status=NotificationStatus.QUEUED,
+        last_error=error,
+        lease_expires_at=None,
+        next_attempt_at=func.clock_timestamp() + delay,
+    )
+
+
+def mark_failed(session: Session, notification: Notification, *, error: str) -> bool:
+    """A permanent failure, or retries exhausted: FAILED, never retried by itself."""
+    return _move(
+        session,
+        notification.id,
+        (NotificationStatus.SENDING, NotificationStatus.QUEUED),
+        status=NotificationStatus.FAILED,
+        last_error=error,
+        lease_expires_at=None,
+    )
+
+
+def sendable_phone(notification: Notification, region: str) -> str | None:
+    """The E.164 number to send to, or None if the row has no valid one."""
+    return normalize_phone(notification.phone, region) if notification.phone else None
+
+
+def due_for_sweep(session: Session, *, grace: timedelta, limit: int) -> list[uuid.UUID]:
+    """QUEUED rows whose moment passed at least `grace` ago: their task was lost or never
+    published (Redis was down)."""
+    return list(
+        session.scalars(
+            select(Notification.id)
+            .where(
+                Notification.status == NotificationStatus.QUEUED,
+                Notification.next_attempt_at <= func.clock_timestamp() - grace,
+            )
+            .order_by(Notification.next_attempt_at)
+            .limit(limit)
+        )
+    )
+
+
+def requeue_expired_leases(session: Session, *, limit: int) -> list[uuid.UUID]:
+    """SENDING rows whose worker died mid-send go back to QUEUED, due now.
+
+    The gateway takes no idempotency key, so we cannot know whether that send went out:
+    we send again (at least once) rather than risk a lost SMS; the caller counts these.
+    """
+    expired = (
+        select(Notification.id)
+        .where(
+            Notification.status == NotificationStatus.SENDING,
+            Notification.lease_expires_at < func.clock_timestamp(),
+        )
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return list(
+        session.scalars(
+            update(Notification)
+            .where(Notification.id.in_(expired), Notification.status == NotificationStatus.SENDING)
+            .values(
+                status=NotificationStatus.QUEUED,
+                lease_expires_at=None,
+                next_attempt_at=func.clock_timestamp(),
+                last_error="the worker stopped mid-send (lease expired); sending again",
+                updated_at=func.clock_timestamp(),
+            )
+            .returning(Notification.id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+
+
+# -- delivery reports -----------------------------------------------------------------------
+
+REPORT_DELIVERED = {"Success"}
+REPORT_FAILED = {"Failed", "Rejected", "AbsentSubscriber", "Expired"}
+
+
+def _apply_report(session: Session, notification_id: uuid.UUID, report: DeliveryReport) -> None:
+    if report.status in REPORT_DELIVERED:
+        _move(
+            session,
+            notification_id,
+            (NotificationStatus.SENT,),
+            status=NotificationStatus.DELIVERED,
+            delivered_at=func.clock_timestamp(),
+        )
+    elif report.status in REPORT_FAILED:
+        _move(
+            session,
+            notification_id,
+            (NotificationStatus.SENT,),
+            status=NotificationStatus.FAILED,
+            last_error=f"delivery failed: {report.failure_reason or report.status}",
+        )
+    # Sent, Submitted, Buffered and anything new: still on its way, SENT stays.
+
+
+def record_delivery_report(session: Session, *, form: dict[str, str]) -> Notification | None:
+    """Store a delivery report and apply it; returns the notification, None for an unknown id.
+
+    A final status never changes again, so a repeated report changes nothing.
+    """
+    message_id = (form.get("id") or "").strip()[:100]
+    status = (form.get("status") or "").strip()[:32]
+    notification = session.scalars(
+        select(Notification).where(Notification.provider_message_id == message_id)
+    ).first()
+    report = DeliveryReport(
+        notification_id=notification.id if notification else None,
+        provider_message_id=message_id,
+        status=status,
+        failure_reason=(form.get("failureReason") or None),
+        raw=dict(form),
+    )
+    session.add(report)
+    session.flush()
+    if notification is not None:
+        _apply_report(session, notification.id, report)
+    return notification
+
+
+# -- reading and resending ------------------------------------------------------------------
+
+
+def notifications_of_order(session: Session, *, actor: Actor, order: Any) -> list[Notification]:
+    """An order's notifications, oldest first, if the actor may see the order."""
+    if not (actor.is_admin or order.customer_id == actor.customer_id):
+        return []
+    return list(
+        session.scalars(
+            select(Notification)
+            .where(Notification.order_id == order.id)
+            .order_by(Notification.created_at)
+        )
+    )
+
+
+def list_notifications(
+    session: Session,
+    *,
+    actor: Actor,
+    status: str | None = None,
+    first: int | None = None,
+    after: str | None = None,
+) -> Page[Notification]:
+    """Notifications newest first, optionally of one status (admins only)."""
+    if not actor.is_admin:
+        raise DomainError.single(None, ErrorCode.FORBIDDEN, "only an admin may list notifications")
+    query = select(Notification)
+    if status:
+        try:
+            query = query.where(Notification.status == NotificationStatus(status.strip().upper()))
+        except ValueError:
+            names = ", ".join(NotificationStatus)
+            raise DomainError.single(
+                "status", ErrorCode.INVALID, f"status must be one of {names}"
+            ) from None
+    return paginate(
+        session,
+        query,
+        created_at=Notification.created_at,
+        row_id=Notification.id,
+        first=first,
+        after=after,
+    )
+
+
+def resend(session: Session, *, actor: Actor, notification_id: object) -> Notification:
+    """A FAILED notification back to QUEUED with a fresh attempt budget (admins only)."""
+    if not actor.is_admin:
+        raise DomainError.single(None, ErrorCode.FORBIDDEN, "only an admin may resend")
+    key = parse_uuid(notification_id)
+    if key is None:
+        raise DomainError.single("id", ErrorCode.INVALID, "id is not a valid notification id")
+    notification = session.scalars(
+        update(Notification)
+        .where(Notification.id == key, Notification.status == NotificationStatus.FAILED)
+        .values(
+            status=NotificationStatus.QUEUED,
+            attempts=0,
+            next_attempt_at=func.clock_timestamp(),
+            provider_message_id=None,
+            updated_at=func.clock_timestamp(),
+        )
+        .returning(Notification)
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
+    if notification is None:
+        current = session.get(Notification, key)
+        if current is None:
+            raise DomainError.single("id", ErrorCode.NOT_FOUND, "notification not found")
+        raise DomainError.single(
+            "id", ErrorCode.INVALID_STATE, f"notification is {current.status}; only FAILED resends"
+        )
+    return notification

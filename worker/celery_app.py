@@ -1,0 +1,44 @@
+"""The Celery app. Tasks run inside the Flask app context from `web.create_app`, so they use
+the same settings, database session and domain functions as the web process."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from celery import Celery, Task
+from flask import Flask
+
+_flask_app: Flask | None = None
+_lock = threading.Lock()
+
+
+def flask_app() -> Flask:
+    """This process's Flask app, created on first use (after a fork, never before)."""
+    global _flask_app
+    if _flask_app is None:
+        with _lock:
+            if _flask_app is None:
+                from web import create_app
+
+                _flask_app = create_app()
+    return _flask_app
+
+
+def bind_flask_app(app: Flask) -> None:
+    """Use `app` for tasks run in this process (the web process passes its own)."""
+    global _flask_app
+    _flask_app = app
+
+
+class AppContextTask(Task):
+    abstract = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with flask_app().app_context():
+            return super().__call__(*args, **kwargs)
+
+
+celery_app = Celery("orders", task_cls=AppContextTask)
+celery_app.config_from_object("celeryconfig")
+celery_app.conf.include = ["worker.tasks"]

@@ -1,0 +1,209 @@
+"""SMS senders: one small interface, Africa's Talking for real, the console for development.
+
+A sender never raises for a gateway problem: it returns a `SendResult` saying what happened
+and what kind of outcome it is, and the task decides what to do with the notification.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, Protocol
+
+import requests
+from africastalking.SMS import SMSService
+
+from web.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(Enum):
+    ACCEPTED = "accepted"  # the gateway took the message: SENT
+    RETRY = "retry"  # may succeed later: back to QUEUED with backoff
+    RETRY_OPERATOR = "retry_operator"  # retried too, but someone must act (balance, sender id)
+    PERMANENT = "permanent"  # will never succeed as it is: FAILED now
+    BAD_CREDENTIALS = "bad_credentials"  # our configuration is wrong: FAILED, loudly
+
+
+# Africa's Talking per-recipient status codes.
+ACCEPTED_CODES = {100, 101, 102}  # Processed, Success, Queued
+RETRY_CODES = {500, 501, 502}  # InternalServerError, GatewayError, RejectedByGateway
+OPERATOR_CODES = {401, 402, 405}  # RiskHold, InvalidSenderId, InsufficientBalance
+PERMANENT_CODES = {403, 404, 406, 407, 409}  # bad number, blacklisted, unroutable, DND
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outcome: Outcome
+    started_at: datetime
+    duration_ms: int
+    http_status: int | None = None
+    status_code: int | None = None
+    status: str | None = None
+    message_id: str | None = None
+    cost: str | None = None
+    error: str | None = None
+    raw_reply: str | None = None
+
+
+class SmsSender(Protocol):
+    def send(self, phone: str, message: str) -> SendResult: ...
+
+
+class ConsoleSender:
+    """Development: logs the message instead of sending it, and calls it accepted."""
+
+    def __init__(self) -> None:
+        self.counter = 0
+
+    def send(self, phone: str, message: str) -> SendResult:
+        self.counter += 1
+        log.info("SMS (console sender, not sent) to %s: %s", phone, message)
+        return SendResult(
+            outcome=Outcome.ACCEPTED,
+            started_at=datetime.now(UTC),
+            duration_ms=0,
+            status_code=101,
+            status="Success",
+            message_id=f"console-{time.time_ns()}-{self.counter}",
+            cost="KES 0",
+        )
+
+
+class _PooledSMSService(SMSService):
+    """The SDK's SMS service, sending through one pooled HTTP session and handing back the
+    raw response, so we can tell HTTP 401 from 5xx and read JSON whatever its charset."""
+
+    def __init__(self, username: str, api_key: str, base_url: str | None) -> None:
+        super().__init__(username, api_key)
+        if base_url:
+            self._baseUrl = f"{base_url.rstrip('/')}/version1"
+        self.http = requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
+        self.http.mount("http://", adapter)
+        self.http.mount("https://", adapter)
+
+    def _make_request(self, url, method, headers, data, params, callback=None, timeout=None):  # type: ignore[override]
+        return self.http.request(
+            method, url, headers=headers, data=data, params=params, timeout=timeout
+        )
+
+
+class AfricasTalkingSender:
+    """Sends through the `africastalking` SDK to the live API, the sandbox, or AT_API_URL."""
+
+    def __init__(
+        self,
+        *,
+        username: str,
+        api_key: str,
+        sender_id: str | None = None,
+        base_url: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.service = _PooledSMSService(username, api_key, base_url)
+        self.sender_id = sender_id
+        self.timeout = (3.05, timeout)
+
+    def send(self, phone: str, message: str) -> SendResult:
+        started = datetime.now(UTC)
+        clock = time.monotonic()
+
+        def result(outcome: Outcome, **fields: Any) -> SendResult:
+            elapsed = int((time.monotonic() - clock) * 1000)
+            return SendResult(outcome=outcome, started_at=started, duration_ms=elapsed, **fields)
+
+        try:
+            response = self.service.send(
+                message, [phone], sender_id=self.sender_id, timeout=self.timeout
+            )
+        except ValueError as error:  # the SDK's own check of the number
+            return result(Outcome.PERMANENT, error=str(error))
+        except requests.Timeout:
+            return result(Outcome.RETRY, error="the gateway did not answer in time")
+        except requests.RequestException as error:
+            return result(
+                Outcome.RETRY, error=f"could not reach the gateway: {type(error).__name__}"
+            )
+
+        raw = response.text[:1024]
+        if response.status_code == 401:
+            return result(
+                Outcome.BAD_CREDENTIALS,
+                http_status=401,
+                error="the gateway refused our credentials: check AT_USERNAME and AT_API_KEY",
+                raw_reply=raw,
+            )
+        if response.status_code >= 500 or response.status_code in (408, 429):
+            return result(
+                Outcome.RETRY,
+                http_status=response.status_code,
+                error=f"gateway HTTP {response.status_code}",
+                raw_reply=raw,
+            )
+        try:
+            recipient = response.json()["SMSMessageData"]["Recipients"][0]
+            code = int(recipient["statusCode"])
+        except (ValueError, KeyError, IndexError, TypeError):
+            # An answer we cannot read: the message may or may not have gone. Retrying risks
+            # a duplicate, giving up risks a lost SMS; we retry (at least once).
+            return result(
+                Outcome.RETRY,
+                http_status=response.status_code,
+                error=f"unreadable gateway reply (HTTP {response.status_code})",
+                raw_reply=raw,
+            )
+
+        status = str(recipient.get("status", ""))[:64]
+        fields = {
+            "http_status": response.status_code,
+            "status_code": code,
+            "status": status,
+            "raw_reply": raw,
+        }
+        if code in ACCEPTED_CODES:
+            return result(
+                Outcome.ACCEPTED,
+                message_id=str(recipient.get("messageId")),
+                cost=str(recipient.get("cost", ""))[:32] or None,
+                **fields,
+            )
+        error = f"gateway status {code} {status}".strip()
+        if code in OPERATOR_CODES:
+            return result(Outcome.RETRY_OPERATOR, error=error, **fields)
+        if code in PERMANENT_CODES:
+            return result(Outcome.PERMANENT, error=error, **fields)
+        return result(Outcome.RETRY, error=error, **fields)
+
+
+def build_sender(settings: Settings) -> SmsSender:
+    """Africa's Talking when an API key is set; the console sender otherwise (development)."""
+    if settings.at_api_key:
+        return AfricasTalkingSender(
+            username=settings.at_username,
+            api_key=settings.at_api_key,
+            sender_id=settings.at_sender_id,
+            base_url=settings.at_api_url,
+            timeout=settings.sms_timeout,
+        )
+    if settings.is_production:  # pragma: no cover - Settings refuses this combination
+        raise RuntimeError("AT_API_KEY is required in production")
+    log.warning("AT_API_KEY is not set: SMS are logged by the console sender, not sent")
+    return ConsoleSender()
+
+
+def describe(result: SendResult) -> str:
+    """A one-line summary of a result for logs (no phone numbers, no keys)."""
+    return json.dumps(
+        {
+            "outcome": result.outcome.value,
+            "http": result.http_status,
+            "code": result.status_code,
+            "ms": result.duration_ms,
+        }
+    )
