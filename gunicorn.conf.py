@@ -1,0 +1,31 @@
+"""gunicorn settings for the web process (`web: gunicorn --config gunicorn.conf.py ...`).
+
+Deployment knobs come from the platform's environment: PORT, WEB_CONCURRENCY, WEB_THREADS.
+"""
+
+import os
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"  # noqa: S104
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# Threads overlap the waits on Postgres; the GIL makes more processes, not threads, the way
+# to use more cores.
+worker_class = "gthread"
+threads = int(os.environ.get("WEB_THREADS", "4"))
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+# Load the app once in the master: workers share its memory until they write to it.
+preload_app = True
+accesslog = "-"
+errorlog = "-"
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def post_fork(server, worker):
+    """Connections opened in the master must not be shared with the forked workers."""
+    from models.db import db
+
+    app = server.app.wsgi()
+    with app.app_context():
+        for engine in db.engines.values():
+            engine.dispose(close=False)
