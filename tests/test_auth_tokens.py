@@ -310,6 +310,25 @@ def test_ten_requests_fetch_the_jwks_once(fresh_app, own_idp, session):
     assert own_idp.jwks_requests - before == 1
 
 
+def test_concurrent_first_requests_all_wait_for_the_first_jwks_fetch(fresh_app, own_idp, committed):
+    tokens = [own_idp.issue_access_token("jane") for _ in range(10)]
+    before = own_idp.jwks_requests
+    barrier = threading.Barrier(10)
+
+    def send(token: str) -> int:
+        client = fresh_app.test_client()
+        barrier.wait()
+        return client.post(
+            "/graphql", json={"query": ME}, headers={"Authorization": f"Bearer {token}"}
+        ).status_code
+
+    with ThreadPoolExecutor(10) as pool:
+        statuses = list(pool.map(send, tokens))
+
+    assert statuses == [200] * 10
+    assert own_idp.jwks_requests - before <= 2
+
+
 def test_rotated_key_is_accepted_after_exactly_one_more_fetch(fresh_app, own_idp, session):
     old_token = own_idp.issue_access_token("jane")
     assert_accepted(post(fresh_app, old_token))
