@@ -171,6 +171,34 @@ def test_token_not_yet_valid_within_the_leeway_is_accepted(verifying_app, idp, s
     assert_accepted(post(verifying_app, token))
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [{"typ": None}, {"aud": "customer_api"}, {"aud": ["account", "customer_api"]}],
+    ids=["no-typ-claim", "aud-a-string", "aud-among-others"],
+)
+def test_acceptable_variations_are_accepted(verifying_app, idp, session, overrides):
+    assert_accepted(post(verifying_app, idp.sign(_claims(idp, **overrides))))
+
+
+def test_audience_comes_from_oidc_audience_when_set(settings, idp, session):
+    application = create_app(replace(settings, oidc_audience="orders-api"))
+    try:
+        assert_accepted(post(application, idp.sign(_claims(idp, aud=["orders-api", "account"]))))
+        assert_refused(post(application, idp.sign(_claims(idp))))  # aud: customer_api, account
+    finally:
+        dispose(application)
+
+
+def test_keys_come_from_oidc_jwks_url_when_set(settings, idp, own_idp, session):
+    # Trust the session provider's issuer, but take keys from another provider's JWKS.
+    application = create_app(replace(settings, oidc_jwks_url=jwks_url(own_idp)))
+    try:
+        assert_accepted(post(application, own_idp.sign(_claims(idp))))
+        assert_refused(post(application, idp.sign(_claims(idp))))
+    finally:
+        dispose(application)
+
+
 def test_just_under_8_kb_is_accepted(verifying_app, idp, session):
     base = len(idp.sign(_claims(idp)))
     token = idp.sign(_claims(idp, padding="x" * ((8 * 1024 - base) * 3 // 4 - 40)))
