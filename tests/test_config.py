@@ -1,0 +1,184 @@
+"""Settings from the environment: accepted URL forms, development defaults, and production
+refusing to start on a missing or malformed value, naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from web.config import DEV_SECRET_KEY, ConfigError, Settings
+
+PRODUCTION = {
+    "APP_ENV": "production",
+    "SECRET_KEY": "k" * 40,
+    "DATABASE_URL": "postgres://orders:pw@db.internal:5432/orders",
+    "REDIS_URL": "redis://cache.internal:6379/0",
+    "OIDC_ISSUER": "https://auth.example.com/realms/donfiles",
+    "OIDC_CLIENT_ID": "customer_api",
+    "OIDC_CLIENT_SECRET": "client-secret",
+    "AT_USERNAME": "donfiles",
+    "AT_API_KEY": "at-api-key",
+    "AT_CALLBACK_SECRET": "callback-secret",
+}
+REQUIRED = [name for name in PRODUCTION if name not in ("APP_ENV", "OIDC_CLIENT_ID", "AT_USERNAME")]
+
+
+def without(*names: str, **changes: str) -> dict[str, str]:
+    """The complete production environment with `names` removed and `changes` applied."""
+    return {**{k: v for k, v in PRODUCTION.items() if k not in names}, **changes}
+
+
+# --- development ----------------------------------------------------------------------------
+
+
+def test_an_empty_environment_gives_working_development_defaults():
+    settings = Settings.from_env({})
+
+    assert settings.is_production is False
+    assert settings.env == "development"
+    assert settings.secret_key == DEV_SECRET_KEY
+    assert settings.database_url.startswith("postgresql+psycopg://")
+    assert settings.redis_url.startswith("redis://")
+    assert settings.default_region == "KE"
+    assert settings.default_currency == "KES"
+    assert settings.graphql_max_depth == 10
+    assert settings.graphql_max_tokens == 2000
+    assert settings.max_body_bytes == 64 * 1024
+
+
+@pytest.mark.parametrize("value", ["development", "staging", "test", "Production", ""])
+def test_anything_but_production_is_development(value):
+    assert Settings.from_env({"APP_ENV": value}).is_production is False
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("postgres://u:p@db:5432/orders", "postgresql+psycopg://u:p@db:5432/orders"),
+        ("postgresql://u:p@db:5432/orders", "postgresql+psycopg://u:p@db:5432/orders"),
+        ("postgresql+psycopg2://u@db/orders", "postgresql+psycopg://u@db/orders"),
+        ("postgresql+psycopg://u@db/orders", "postgresql+psycopg://u@db/orders"),
+    ],
+)
+def test_postgres_urls_are_turned_into_psycopg_urls(given, used):
+    assert Settings.from_env({"DATABASE_URL": given}).database_url == used
+
+
+def test_the_audience_defaults_to_the_client_id():
+    assert Settings.from_env({"OIDC_CLIENT_ID": "shop_app"}).audience == "shop_app"
+    explicit = Settings.from_env({"OIDC_CLIENT_ID": "shop_app", "OIDC_AUDIENCE": "orders"})
+    assert explicit.audience == "orders"
+
+
+def test_typed_values_are_parsed():
+    settings = Settings.from_env(
+        {
+            "GRAPHQL_MAX_DEPTH": "7",
+            "GRAPHQL_MAX_TOKENS": "500",
+            "LOG_LEVEL": "debug",
+            "AT_API_URL": "http://127.0.0.1:9000/",
+        }
+    )
+
+    assert settings.graphql_max_depth == 7
+    assert settings.graphql_max_tokens == 500
+    assert settings.log_level == "DEBUG"
+    assert settings.at_api_url == "http://127.0.0.1:9000"
+
+
+def test_empty_values_count_as_unset():
+    assert Settings.from_env({"DATABASE_URL": "", "GRAPHQL_MAX_DEPTH": ""}) == Settings()
+
+
+def test_a_dotenv_file_is_read_in_development(tmp_path, monkeypatch):
+    for name in ("APP_ENV", "FLASK_ENV", "COMPANY_NAME", "GRAPHQL_MAX_DEPTH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("COMPANY_NAME=Duka Bora\nGRAPHQL_MAX_DEPTH=6\n")
+    monkeypatch.setenv("GRAPHQL_MAX_DEPTH", "8")
+
+    settings = Settings.from_env()
+
+    assert settings.company_name == "Duka Bora"
+    assert settings.graphql_max_depth == 8  # the real environment wins over .env
+
+
+def test_a_dotenv_file_is_ignored_in_production(tmp_path, monkeypatch):
+    for name, value in PRODUCTION.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("FLASK_ENV", raising=False)
+    monkeypatch.delenv("COMPANY_NAME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("COMPANY_NAME=From Dotenv\n")
+
+    assert Settings.from_env().company_name == "Donfiles"
+
+
+# --- production -----------------------------------------------------------------------------
+
+
+def test_a_complete_production_environment_is_accepted():
+    settings = Settings.from_env(PRODUCTION)
+
+    assert settings.is_production is True
+    assert settings.database_url == "postgresql+psycopg://orders:pw@db.internal:5432/orders"
+    assert settings.secret_key == "k" * 40
+
+
+def test_flask_env_production_implies_production():
+    environment = without("APP_ENV", FLASK_ENV="production")
+
+    assert Settings.from_env(environment).is_production is True
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        Settings.from_env({"FLASK_ENV": "production"})
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_production_refuses_to_start_without_a_required_value(name):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env(without(name))
+
+
+@pytest.mark.parametrize("name", ["SECRET_KEY", "DATABASE_URL"])
+def test_production_treats_an_empty_value_as_missing(name):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env(without(name, **{name: ""}))
+
+
+def test_production_names_every_missing_value_at_once():
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({"APP_ENV": "production"})
+
+    for name in REQUIRED:
+        assert name in str(refused.value)
+
+
+@pytest.mark.parametrize("secret", ["short", DEV_SECRET_KEY])
+def test_production_refuses_a_weak_secret_key(secret):
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        Settings.from_env(without(SECRET_KEY=secret))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GRAPHQL_MAX_DEPTH", "abc"),
+        ("GRAPHQL_MAX_DEPTH", "0"),
+        ("GRAPHQL_MAX_DEPTH", "-3"),
+        ("GRAPHQL_MAX_TOKENS", "2.5"),
+        ("GRAPHQL_MAX_COST", "lots"),
+        ("DATABASE_URL", "mysql://u@db/orders"),
+        ("DATABASE_URL", "not a url"),
+        ("REDIS_URL", "http://cache:6379"),
+        ("OIDC_ISSUER", "auth.example.com/realms/donfiles"),
+        ("OIDC_JWKS_URL", "ftp://auth.example.com/certs"),
+        ("AT_API_URL", "127.0.0.1:9000"),
+    ],
+)
+def test_production_refuses_a_malformed_value_naming_it(name, value):
+    with pytest.raises(ConfigError, match=f"^{name} is malformed"):
+        Settings.from_env(without(name, **{name: value}))
+
+
+def test_a_malformed_value_is_refused_in_development_too():
+    with pytest.raises(ConfigError, match="GRAPHQL_MAX_DEPTH"):
+        Settings.from_env({"GRAPHQL_MAX_DEPTH": "ten"})
