@@ -7,6 +7,7 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import text
 
 from models import Customer, Order
 from tests.factories import ADMIN_SUB, JANE_SUB, CustomerFactory, OrderFactory, row_counts
@@ -427,3 +428,33 @@ def test_a_refused_request_does_not_burn_its_key(jane):
     assert refused["success"] is False
     assert accepted["success"] is True
     assert accepted["replayed"] is False
+
+
+def test_a_key_older_than_24_hours_starts_afresh(jane, session):
+    first = create(jane, unitPrice="10", idempotencyKey="k-old")["order"]
+    session.execute(
+        text("UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = :k"),
+        {"k": "k-old"},
+    )
+    session.commit()
+
+    again = create(jane, unitPrice="12", idempotencyKey="k-old")
+
+    assert again["success"] is True
+    assert again["replayed"] is False
+    assert again["order"]["id"] != first["id"]
+    assert again["order"]["total"]["amount"] == "12.00"
+
+
+def test_a_key_younger_than_24_hours_still_replays(jane, session):
+    first = create(jane, unitPrice="10", idempotencyKey="k-recent")["order"]
+    session.execute(
+        text("UPDATE idempotency_keys SET created_at = now() - interval '23 hours' WHERE key = :k"),
+        {"k": "k-recent"},
+    )
+    session.commit()
+
+    again = create(jane, unitPrice="10", idempotencyKey="k-recent")
+
+    assert again["replayed"] is True
+    assert again["order"]["id"] == first["id"]
