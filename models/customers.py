@@ -5,9 +5,10 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import DateTime, String, func, select
-from sqlalchemy.dialects.postgresql import UUID, insert
+from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.actors import Actor
@@ -20,6 +21,7 @@ from models.validation import (
     clean_email,
     clean_phone,
     clean_text,
+    has_nul,
     parse_uuid,
 )
 
@@ -38,6 +40,8 @@ class Customer(db.Model):
     phone: Mapped[str | None] = mapped_column(String(20))
     email: Mapped[str | None] = mapped_column(String(254))
     oidc_subject: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # The identity provider's claims as last seen, to tell a changed claim from a local edit.
+    oidc_claims: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.clock_timestamp(), index=True
     )
@@ -141,12 +145,16 @@ def get_customer(session: Session, *, actor: Actor, customer_id: object) -> Cust
 
 def get_customer_by_code(session: Session, *, actor: Actor, code: str) -> Customer:
     """The customer with this code, if the actor may see it."""
+    if has_nul(code):
+        return _visible(actor, None)
     customer = session.scalars(select(Customer).where(Customer.code == code.strip())).first()
     return _visible(actor, customer)
 
 
 def find_customer(session: Session, *, actor: Actor, reference: str, field: str) -> Customer:
     """A customer named by OIDC subject, id or code, as a client may pass any of them."""
+    if has_nul(reference):
+        raise DomainError.single(field, ErrorCode.NOT_FOUND, "customer not found")
     clauses = [Customer.oidc_subject == reference, Customer.code == reference]
     if (key := parse_uuid(reference)) is not None:
         clauses.append(Customer.id == key)
@@ -173,55 +181,72 @@ def provision_customer(
     session: Session,
     *,
     subject: str,
-    name: str | None,
-    email: str | None,
-    phone: str | None,
+    name: object,
+    email: object,
+    phone: object,
     region: str = "KE",
 ) -> Customer:
     """The customer for an OIDC subject, created on first sight and kept in step with its
     claims. Concurrent first requests create one customer: the loser of the INSERT race waits
-    for the winner's commit, then finds its row."""
+    for the winner's commit, then finds its row.
+
+    A field follows its claim only when the claim itself changes, so an edit made through
+    `updateCustomer` stays until the identity provider says something new."""
     errors = ErrorCollector()  # claims we cannot use are dropped, never fatal
     claims = {
-        "name": clean_text(errors, "name", name, limit=MAX_NAME),
-        "email": clean_email(errors, "email", email),
-        "phone": clean_phone(errors, "phone", phone, region),
+        "name": clean_text(errors, "name", _claim(name), limit=MAX_NAME),
+        "email": clean_email(errors, "email", _claim(email)),
+        "phone": clean_phone(errors, "phone", _claim(phone), region),
     }
     customer = session.scalars(select(Customer).where(Customer.oidc_subject == subject)).first()
     if customer is None:
-        key = parse_uuid(subject)
-        for _ in range(CODE_ATTEMPTS):
-            statement = (
-                insert(Customer)
-                .values(
-                    id=key or uuid.uuid4(),
-                    code=generate_code(),
-                    oidc_subject=subject,
-                    name=claims["name"] or "Customer",
-                    email=claims["email"],
-                    phone=claims["phone"],
-                )
-                .on_conflict_do_nothing()
-                .returning(Customer)
-            )
-            customer = session.scalars(statement).one_or_none()
-            if customer is not None:
-                return customer
-            customer = session.scalars(
-                select(Customer).where(Customer.oidc_subject == subject)
-            ).first()
-            if customer is not None:
-                break
-            key = None  # the id (or code) was taken by another customer: draw fresh ones
-        else:  # pragma: no cover - needs five collisions in a row
-            raise RuntimeError("could not provision a customer")
+        customer = _insert_provisioned(session, subject, claims)
+        if customer.oidc_claims == claims:
+            return customer  # ours: just created from these very claims
+    seen = customer.oidc_claims or {}
     changed = {
         field: value
         for field, value in claims.items()
-        if value and getattr(customer, field) != value
+        if value and value != seen.get(field) and value != getattr(customer, field)
     }
-    for field, value in changed.items():
-        setattr(customer, field, value)
-    if changed:
+    if changed or seen != claims:
+        for field, value in changed.items():
+            setattr(customer, field, value)
+        customer.oidc_claims = claims
         session.flush()
     return customer
+
+
+def _claim(value: object) -> str | None:
+    # Keycloak mappers may emit a phone number as a JSON number.
+    if isinstance(value, bool) or value is None:
+        return None
+    return value if isinstance(value, str) else str(value) if isinstance(value, int) else None
+
+
+def _insert_provisioned(session: Session, subject: str, claims: dict[str, str | None]) -> Customer:
+    key = parse_uuid(subject)
+    for _ in range(CODE_ATTEMPTS):
+        statement = (
+            insert(Customer)
+            .values(
+                id=key or uuid.uuid4(),
+                code=generate_code(),
+                oidc_subject=subject,
+                oidc_claims=claims,
+                name=claims["name"] or "Customer",
+                email=claims["email"],
+                phone=claims["phone"],
+            )
+            .on_conflict_do_nothing()
+            .returning(Customer)
+        )
+        customer = session.scalars(statement).one_or_none()
+        if customer is None:  # lost a race for the subject, or the id or code was taken
+            customer = session.scalars(
+                select(Customer).where(Customer.oidc_subject == subject)
+            ).first()
+        if customer is not None:
+            return customer
+        key = None  # the id (or code) belongs to another customer: draw fresh ones
+    raise RuntimeError("could not provision a customer")  # pragma: no cover - 5 collisions

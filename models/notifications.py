@@ -513,4 +513,5 @@ def resend(session: Session, *, actor: Actor, notification_id: object) -> Notifi
         raise DomainError.single(
             "id", ErrorCode.INVALID_STATE, f"notification is {current.status}; only FAILED resends"
         )
+    session.info.setdefault(OUTBOX_KEY, []).append(notification.id)
     return notification

@@ -47,6 +47,7 @@ from models.validation import (
     clean_currency,
     clean_money,
     clean_text,
+    has_nul,
     parse_uuid,
 )
 
@@ -266,7 +267,9 @@ def create_order(
     total = amount * quantity if amount is not None else None
     if total is not None and total > Decimal("1000000000"):
         errors.add("quantity", ErrorCode.INVALID, "the order total must be at most 1,000,000,000")
-    if idempotency_key is not None and not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+    if idempotency_key is not None and (
+        not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY or has_nul(idempotency_key)
+    ):
         errors.add(
             "idempotencyKey", ErrorCode.INVALID, "idempotencyKey must be 1 to 255 characters"
         )

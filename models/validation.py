@@ -29,6 +29,11 @@ def parse_uuid(value: object) -> uuid.UUID | None:
         return None
 
 
+def has_nul(value: str) -> bool:
+    """PostgreSQL text cannot hold NUL; a value with one can match nothing we store."""
+    return "\x00" in value
+
+
 def normalize_phone(raw: str, region: str) -> str | None:
     """`raw` as an E.164 number (default region for local numbers), or None if invalid."""
     try:
@@ -54,6 +59,9 @@ def clean_text(
             errors.add(field, ErrorCode.INVALID, f"{field} is required")
         return None
     text = value.strip()
+    if any(ord(character) < 32 and character not in "\t\n\r" for character in text):
+        errors.add(field, ErrorCode.INVALID, f"{field} must not contain control characters")
+        return None
     if not text:
         if required:
             errors.add(field, ErrorCode.INVALID, f"{field} must not be empty")

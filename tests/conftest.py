@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
@@ -29,9 +30,10 @@ from web.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
 # A queue of this run's own, so tasks never mix with another run's or a developer's worker.
-QUEUE = f"orders-test-{uuid.uuid4().hex[:8]}"
+# Set before the Celery app reads celeryconfig, for tasks run in this process too.
+QUEUE = os.environ["CELERY_QUEUE"] = f"orders-test-{uuid.uuid4().hex[:8]}"
 
 
 def _admin_dsn(url: str) -> str:
@@ -52,6 +54,15 @@ def database_url() -> Iterator[str]:
     yield url.render_as_string(hide_password=False)
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _forget_test_queue() -> Iterator[None]:
+    """Leave nothing of this run's queue in Redis."""
+    yield
+    client = redis.Redis.from_url(REDIS_URL)
+    client.delete(QUEUE, *client.keys(f"_kombu.binding*{QUEUE}"), f"unacked*{QUEUE}")
+    client.close()
 
 
 @pytest.fixture(scope="session")

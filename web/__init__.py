@@ -48,11 +48,9 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), compare_type=True)
 
     from web import auth, callbacks, graphql, health
-    from worker import celery_app, outbox
+    from worker import outbox
 
-    celery_app.conf.broker_url = settings.redis_url
-    celery_app.conf.task_default_queue = settings.celery_queue
-    outbox.install()
+    outbox.init_app(app, settings.redis_url, settings.celery_queue)
     app.extensions["graphql"] = graphql.GraphQLService(settings)
     auth.init_app(app, settings)
     app.register_blueprint(graphql.blueprint)

@@ -62,11 +62,16 @@ class Auth:
             roles=roles,
             customer_id=customer.id,
             is_admin=self.settings.admin_role in roles,
-            name=claims.get("name"),
-            email=claims.get("email"),
-            username=claims.get("preferred_username"),
+            name=_text(claims, "name"),
+            email=_text(claims, "email"),
+            username=_text(claims, "preferred_username"),
             phone=customer.phone,
         )
+
+
+def _text(claims: dict, name: str) -> str | None:
+    value = claims.get(name)
+    return value if isinstance(value, str) else None
 
 
 def current_auth() -> Auth:

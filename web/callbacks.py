@@ -24,7 +24,12 @@ def delivery_report():
     given = request.args.get("key", "")
     if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
         return jsonify({"error": "forbidden"}), 403
-    form = {name: request.form[name][:200] for name in REPORT_FIELDS if name in request.form}
+    # PostgreSQL text cannot hold NUL; the gateway never sends one, a forger might.
+    form = {
+        name: request.form[name][:200].replace("\x00", "")
+        for name in REPORT_FIELDS
+        if name in request.form
+    }
     if not form.get("id") or not form.get("status"):
         return jsonify({"error": "id and status are required"}), 400
     notification = record_delivery_report(db.session, form=form)

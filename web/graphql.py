@@ -24,6 +24,7 @@ from graphql import (
     OperationDefinitionNode,
     SelectionSetNode,
     parse,
+    value_from_ast_untyped,
 )
 from graphql.validation import ASTValidationRule, ValidationContext
 from sqlalchemy.exc import SQLAlchemyError
@@ -40,7 +41,8 @@ log = logging.getLogger(__name__)
 # Ariadne logs every error with a traceback, expected ones included; format_error logs the
 # unexpected ones instead.
 quiet = logging.getLogger(f"{__name__}.ariadne")
-quiet.disabled = True
+quiet.propagate = False
+quiet.setLevel(logging.CRITICAL + 1)
 blueprint = Blueprint("graphql", __name__)
 
 # Costs: each field 1, list fields times their page size, so nested lists multiply.
@@ -126,14 +128,22 @@ class GraphQLService:
     def parse_query(self, _context: Any, data: dict[str, Any]) -> DocumentNode:
         return self.parse(data["query"])
 
-    def validation_rules(self, _context: Any, _document: DocumentNode, data: dict[str, Any]):
-        variables = data.get("variables")
+    def validation_rules(self, _context: Any, document: DocumentNode, data: dict[str, Any]):
+        given = data.get("variables")
+        variables = dict(given) if isinstance(given, dict) else {}
+        # An omitted variable costs what its default says it is.
+        for definition in document.definitions:
+            if isinstance(definition, OperationDefinitionNode):
+                for variable in definition.variable_definitions or ():
+                    name = variable.variable.name.value
+                    if name not in variables and variable.default_value is not None:
+                        variables[name] = value_from_ast_untyped(variable.default_value)
         return [
             self.depth_rule,
             cost_validator(
                 maximum_cost=self.settings.graphql_max_cost,
                 default_cost=1,
-                variables=variables if isinstance(variables, dict) else None,
+                variables=variables,
                 cost_map=COST_MAP,
             ),
         ]
@@ -141,7 +151,10 @@ class GraphQLService:
     def format_error(self, error: GraphQLError, debug: bool = False) -> dict[str, Any]:
         """Shape an error; unexpected exceptions are logged and hidden in production."""
         original = error.original_error
-        if original is not None and not isinstance(original, GraphQLError):
+        # Only an exception raised while executing a field is a bug; one raised while checking
+        # arguments (a bad Decimal, say) is the client's mistake.
+        unexpected = error.path is not None and not isinstance(original, GraphQLError | None)
+        if unexpected:
             log.error("resolver failed: %s", error.message, exc_info=original)
             if self.settings.is_production:
                 return {
@@ -152,7 +165,7 @@ class GraphQLService:
         formatted: dict[str, Any] = dict(error.formatted)
         if self.settings.is_production:
             formatted["message"] = DID_YOU_MEAN.sub("", formatted["message"])
-        elif debug and original is not None and not isinstance(original, GraphQLError):
+        elif debug and unexpected:
             formatted.setdefault("extensions", {})["exception"] = repr(original)
         return formatted
 

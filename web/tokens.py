@@ -22,6 +22,7 @@ from jose.exceptions import JOSEError
 log = logging.getLogger(__name__)
 
 MAX_TOKEN_BYTES = 8 * 1024
+MAX_SUBJECT = 255  # OIDC caps sub at 255 ASCII characters
 LEEWAY_SECONDS = 30
 JWKS_TTL_SECONDS = 600
 UNKNOWN_KID_COOLDOWN_SECONDS = 10
@@ -69,22 +70,28 @@ class JWKSCache:
     def key(self, kid: str) -> dict[str, Any] | None:
         """The signing key named `kid`, refetching the set when stale or (rarely) on a miss."""
         now = self._clock()
-        stale = self._fetched_at is None or now - self._fetched_at >= JWKS_TTL_SECONDS
-        if stale and _elapsed(now, self._last_attempt, UNKNOWN_KID_COOLDOWN_SECONDS):
-            self._fetch(now)
+        if not self._keys:
+            self._fetch(now, wait=True)  # nothing cached yet: everyone waits for one fetch
+        elif self._stale(now) and _elapsed(now, self._last_attempt, UNKNOWN_KID_COOLDOWN_SECONDS):
+            self._fetch(now, wait=False)  # one thread refreshes, the others use what we have
         elif kid not in self._keys and _elapsed(now, self._last_miss, UNKNOWN_KID_COOLDOWN_SECONDS):
             self._last_miss = now
-            self._fetch(now)
+            self._fetch(now, wait=False)
         return self._keys.get(kid)
 
-    def _fetch(self, now: float) -> None:
-        # With keys in hand, other threads answer from them while one thread fetches; with
-        # none yet, they wait for that one fetch rather than each starting their own.
-        if not self._lock.acquire(blocking=not self._keys):
+    def _stale(self, now: float) -> bool:
+        return self._fetched_at is None or now - self._fetched_at >= JWKS_TTL_SECONDS
+
+    def _fetch(self, now: float, *, wait: bool) -> None:
+        if not self._lock.acquire(blocking=wait):
             return
         try:
-            if self._last_attempt is not None and self._last_attempt >= now:
-                return  # another thread fetched while we waited
+            if self._last_attempt is not None and (
+                self._last_attempt >= now  # another thread fetched while we waited
+                or (not _elapsed(now, self._last_attempt, UNKNOWN_KID_COOLDOWN_SECONDS)
+                and not self._keys)  # and failed just now: fail fast, don't queue up
+            ):
+                return
             self._last_attempt = self._clock()
             self.fetches += 1
             try:
@@ -130,7 +137,7 @@ class TokenVerifier:
         except JOSEError as error:
             raise InvalidToken(f"malformed header: {error}") from None
         algorithm, kid = header.get("alg"), header.get("kid")
-        if algorithm not in ALLOWED_ALGORITHMS:
+        if not isinstance(algorithm, str) or algorithm not in ALLOWED_ALGORITHMS:
             raise InvalidToken(f"algorithm {algorithm!r} not allowed")
         if not isinstance(kid, str) or not kid:
             raise InvalidToken("no kid")
@@ -161,8 +168,9 @@ class TokenVerifier:
         # Keycloak marks its tokens: only access tokens are bearer credentials.
         if "typ" in claims and claims["typ"] != "Bearer":
             raise InvalidToken(f"token type {claims['typ']!r} is not an access token")
-        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
-            raise InvalidToken("no subject")
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not 1 <= len(subject) <= MAX_SUBJECT:
+            raise InvalidToken("no usable subject")
         return claims
 
 

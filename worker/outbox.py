@@ -14,26 +14,34 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
+from flask import Flask, current_app, has_app_context
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from models.notifications import OUTBOX_KEY
+from worker.celery_app import celery_app
 
 log = logging.getLogger(__name__)
 
 BACKLOG_LIMIT = 10_000
 PAUSE_AFTER_FAILURE_SECONDS = 5.0
+SEND_TASK = "notifications.send"
 
 
 class Relay:
-    """Publishes notification ids to Celery from one daemon thread per process."""
+    """Publishes notification ids to one broker and queue from one daemon thread per process."""
 
-    def __init__(self) -> None:
+    def __init__(self, broker_url: str, queue_name: str) -> None:
+        self.broker_url = broker_url
+        self.queue_name = queue_name
         self._queue: queue.Queue[str] = queue.Queue(maxsize=BACKLOG_LIMIT)
         self._pid: int | None = None
         self._lock = threading.Lock()
         self._paused_until = 0.0
+        self._connection: Any = None
+        self.published = 0
 
     def submit(self, ids: Iterable[uuid.UUID]) -> None:
         """Queue ids for publishing; never blocks, never raises."""
@@ -51,38 +59,53 @@ class Relay:
             with self._lock:
                 if self._pid != os.getpid():
                     self._queue = queue.Queue(maxsize=BACKLOG_LIMIT)
+                    self._connection = None
                     threading.Thread(target=self._run, name="outbox-relay", daemon=True).start()
                     self._pid = os.getpid()
 
     def _run(self) -> None:
-        from worker.tasks import send_notification
-
         while True:
             notification_id = self._queue.get()
             if time.monotonic() < self._paused_until:
                 continue  # Redis was just down: leave it to the sweep rather than pile up
             try:
-                send_notification.apply_async((notification_id,), retry=False)
+                self.publish(notification_id)
             except Exception as error:
                 self._paused_until = time.monotonic() + PAUSE_AFTER_FAILURE_SECONDS
                 log.warning("could not publish to the broker (%s); the sweep will send it", error)
 
-
-relay = Relay()
+    def publish(self, notification_id: str) -> None:
+        """Send one `notifications.send` task over this relay's own broker connection."""
+        if self._connection is None:
+            self._connection = celery_app.connection_for_write(self.broker_url)
+        try:
+            celery_app.send_task(
+                SEND_TASK,
+                args=(notification_id,),
+                queue=self.queue_name,
+                connection=self._connection,
+                retry=False,
+            )
+        except Exception:
+            self._connection.release()
+            self._connection = None
+            raise
+        self.published += 1
 
 
 def _after_commit(session: Session) -> None:
     ids = session.info.pop(OUTBOX_KEY, None)
-    if ids:
-        relay.submit(ids)
+    if ids and has_app_context():
+        current_app.extensions["outbox_relay"].submit(ids)
 
 
 def _after_rollback(session: Session) -> None:
     session.info.pop(OUTBOX_KEY, None)
 
 
-def install() -> None:
-    """Publish remembered notification ids after every commit, for any session."""
+def init_app(app: Flask, broker_url: str, queue_name: str) -> None:
+    """Give `app` its relay, and publish remembered notification ids after every commit."""
+    app.extensions["outbox_relay"] = Relay(broker_url, queue_name)
     if not event.contains(Session, "after_commit", _after_commit):
         event.listen(Session, "after_commit", _after_commit)
         event.listen(Session, "after_rollback", _after_rollback)
