@@ -54,7 +54,7 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     app.extensions["graphql"] = graphql.GraphQLService(settings)
     auth.init_app(app, settings)
     app.register_blueprint(graphql.blueprint)
-    app.register_blueprint(health.blueprint)
+    health.init_app(app, settings.redis_url)
     app.register_blueprint(callbacks.blueprint)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)

@@ -88,6 +88,7 @@ class Settings:
     graphql_max_depth: int = 10
     graphql_max_tokens: int = 2000
     graphql_max_cost: int = 5000
+    graphql_max_fields: int = 250
     max_body_bytes: int = 64 * 1024
     log_level: str = "INFO"
     sms_max_attempts: int = 6
@@ -167,6 +168,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("GRAPHQL_MAX_DEPTH", "graphql_max_depth", _positive_int),
     ("GRAPHQL_MAX_TOKENS", "graphql_max_tokens", _positive_int),
     ("GRAPHQL_MAX_COST", "graphql_max_cost", _positive_int),
+    ("GRAPHQL_MAX_FIELDS", "graphql_max_fields", _positive_int),
     ("LOG_LEVEL", "log_level", str.upper),
     ("SMS_MAX_ATTEMPTS", "sms_max_attempts", _positive_int),
     ("SMS_BACKOFF_BASE", "sms_backoff_base", _positive_int),

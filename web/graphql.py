@@ -23,8 +23,10 @@ from graphql import (
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    Visitor,
     parse,
     value_from_ast_untyped,
+    visit,
 )
 from graphql.validation import ASTValidationRule, ValidationContext
 from sqlalchemy.exc import SQLAlchemyError
@@ -111,6 +113,17 @@ def depth_limit(max_depth: int) -> type[ASTValidationRule]:
     return DepthLimit
 
 
+class FieldCounter(Visitor):
+    """Counts the field selections in a document."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def enter_field(self, *_args: Any) -> None:
+        self.count += 1
+
+
 class GraphQLService:
     """The schema and everything that does not change between requests."""
 
@@ -123,7 +136,17 @@ class GraphQLService:
         self.parse = lru_cache(maxsize=512)(self._parse)
 
     def _parse(self, query: str) -> DocumentNode:
-        return parse(query, no_location=False, max_tokens=self.settings.graphql_max_tokens)
+        document = parse(query, no_location=False, max_tokens=self.settings.graphql_max_tokens)
+        # Validation compares fields pairwise; bounding their number bounds its cost.
+        fields = FieldCounter()
+        visit(document, fields)
+        if fields.count > self.settings.graphql_max_fields:
+            raise GraphQLError(
+                f"The document selects {fields.count} fields; the limit is "
+                f"{self.settings.graphql_max_fields}.",
+                extensions={"code": "QUERY_TOO_LARGE"},
+            )
+        return document
 
     def parse_query(self, _context: Any, data: dict[str, Any]) -> DocumentNode:
         return self.parse(data["query"])

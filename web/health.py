@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+import redis
+from flask import Blueprint, Flask, current_app, jsonify
 from sqlalchemy import text
 
 from models.db import db
 
 blueprint = Blueprint("health", __name__)
+TIMEOUT_SECONDS = 1.0
+
+
+def init_app(app: Flask, redis_url: str) -> None:
+    """Give the readiness probe its own Redis client with short timeouts."""
+    app.extensions["health_redis"] = redis.Redis.from_url(
+        redis_url, socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS
+    )
+    app.register_blueprint(blueprint)
 
 
 @blueprint.get("/healthz")
@@ -16,17 +26,28 @@ def healthz():
     return jsonify({"status": "ok"})
 
 
-@blueprint.get("/readyz")
-def readyz():
-    """Postgres answers `SELECT 1`; 503 naming it when it does not."""
-    checks: dict[str, str] = {}
+def _postgres() -> None:
     try:
+        db.session.execute(text("SET LOCAL statement_timeout = 1000"))
         db.session.execute(text("SELECT 1"))
-        checks["postgres"] = "ok"
-    except Exception as error:
-        checks["postgres"] = f"down: {type(error).__name__}"
     finally:
         db.session.rollback()
+
+
+def _redis() -> None:
+    current_app.extensions["health_redis"].ping()
+
+
+@blueprint.get("/readyz")
+def readyz():
+    """Postgres answers `SELECT 1` and Redis answers PING; else 503 naming what is down."""
+    checks: dict[str, str] = {}
+    for name, check in (("postgres", _postgres), ("redis", _redis)):
+        try:
+            check()
+            checks[name] = "ok"
+        except Exception as error:  # any failure means not ready
+            checks[name] = f"down: {type(error).__name__}"
     ready = all(value == "ok" for value in checks.values())
     response = jsonify({"status": "ready" if ready else "unavailable", "checks": checks})
     response.status_code = 200 if ready else 503

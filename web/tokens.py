@@ -88,8 +88,10 @@ class JWKSCache:
         try:
             if self._last_attempt is not None and (
                 self._last_attempt >= now  # another thread fetched while we waited
-                or (not _elapsed(now, self._last_attempt, UNKNOWN_KID_COOLDOWN_SECONDS)
-                and not self._keys)  # and failed just now: fail fast, don't queue up
+                or (
+                    not _elapsed(now, self._last_attempt, UNKNOWN_KID_COOLDOWN_SECONDS)
+                    and not self._keys
+                )  # and failed just now: fail fast, don't queue up
             ):
                 return
             self._last_attempt = self._clock()
