@@ -195,10 +195,9 @@ class OutboxMessage:
     currency: str
 
 
-def enqueue(
-    session: Session, message: OutboxMessage, *, company: str, request_id: str | None = None
-) -> Notification:
-    """Write a QUEUED notification in the caller's transaction (the outbox)."""
+def enqueue(session: Session, message: OutboxMessage, *, company: str) -> Notification:
+    """Write a QUEUED notification in the caller's transaction (the outbox). The request id
+    the web layer put in `session.info` goes with it, into the worker's logs."""
     notification = Notification(
         id=uuid.uuid4(),
         order_id=message.order_id,
@@ -213,7 +212,7 @@ def enqueue(
         ),
         status=NotificationStatus.QUEUED.value,
         attempts=0,
-        request_id=request_id,
+        request_id=session.info.get("request_id"),
     )
     session.add(notification)
     session.info.setdefault(OUTBOX_KEY, []).append(notification.id)

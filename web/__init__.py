@@ -11,6 +11,7 @@ from flask_migrate import Migrate
 from werkzeug.exceptions import HTTPException
 
 from models.db import db
+from web import logs
 from web.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +43,8 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
         JSON_SORT_KEYS=False,
         PROPAGATE_EXCEPTIONS=False,
     )
-    logging.basicConfig(level=settings.log_level)
+    logs.configure(settings.log_level)
+    logs.init_app(app)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), compare_type=True)

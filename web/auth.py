@@ -14,6 +14,7 @@ from models.customers import provision_customer
 from models.db import db
 from web.config import Settings
 from web.identity import IdentityProvider
+from web.logs import subject_var
 from web.tokens import (
     InvalidToken,
     JWKSCache,
@@ -114,5 +115,6 @@ def authenticate():
     except InvalidToken as error:
         log.info("token refused: %s", error)
         return _refuse()
+    subject_var.set(claims["sub"])
     g.actor = auth.actor_for(claims)
     return None

@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from models.db import db
 from web.config import Settings
+from web.logs import operation_var, request_id_var
 from web.resolvers import bindables
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.graphql"
@@ -148,6 +149,21 @@ class GraphQLService:
             )
         return document
 
+    def operation_name(self, data: dict[str, Any]) -> str | None:
+        """The operation a request names, or its document's only named operation."""
+        if isinstance(data.get("operationName"), str):
+            return data["operationName"][:100]
+        try:
+            document = self.parse(data["query"])
+        except GraphQLError:
+            return None
+        names = [
+            definition.name.value if definition.name else None
+            for definition in document.definitions
+            if isinstance(definition, OperationDefinitionNode)
+        ]
+        return names[0] if len(names) == 1 else None
+
     def parse_query(self, _context: Any, data: dict[str, Any]) -> DocumentNode:
         return self.parse(data["query"])
 
@@ -244,6 +260,8 @@ def execute() -> Response:
             400, "The body must be an object with a 'query' string.", "BAD_REQUEST"
         )
 
+    operation_var.set(service().operation_name(data))
+    db.session.info["request_id"] = request_id_var.get()
     context = {"request": request, "actor": g.get("actor"), "settings": service().settings}
     result = service().execute(data, context)
     try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from celery import Celery, Task
+from celery import Celery, Task, signals
 from flask import Flask
 
 _flask_app: Flask | None = None
@@ -37,6 +37,23 @@ class AppContextTask(Task):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with flask_app().app_context():
             return super().__call__(*args, **kwargs)
+
+
+@signals.setup_logging.connect
+def _json_logs(**_kwargs: Any) -> None:
+    """The worker and beat log JSON lines like the web process."""
+    from web.config import Settings
+    from web.logs import configure
+
+    configure(Settings.from_env().log_level)
+
+
+@signals.task_prerun.connect
+def _forget_request_id(**_kwargs: Any) -> None:
+    # Pool threads are reused: a task starts with no request id until it reads its row's.
+    from web.logs import request_id_var
+
+    request_id_var.set(None)
 
 
 celery_app = Celery("orders", task_cls=AppContextTask)

@@ -24,6 +24,7 @@ from models.notifications import (
 )
 from models.orders import purge_expired_idempotency_keys
 from web.config import Settings
+from web.logs import request_id_var
 from worker.celery_app import celery_app
 from worker.senders import Outcome, SendResult, SmsSender, build_sender
 
@@ -60,6 +61,7 @@ def send_notification(notification_id: str) -> str:
     session.commit()  # the lease is ours before we touch the network, never during
     if notification is None:
         return "skipped"
+    request_id_var.set(notification.request_id)
 
     phone = sendable_phone(notification, settings.default_region)
     if phone is None:
