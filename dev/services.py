@@ -526,6 +526,15 @@ def resolve_idp(stack: contextlib.ExitStack) -> dict[str, str]:
 # -- commands -------------------------------------------------------------------------------------
 
 
+def _kill_tree(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL `process` and its descendants, which may have sessions of their own."""
+    with contextlib.suppress(psutil.Error):
+        for descendant in psutil.Process(process.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                descendant.kill()
+    process.kill()
+
+
 def supervise(command: list[str], env: dict[str, str]) -> int:
     """Run `command` to its end, passing stop signals on; return its status as a shell would."""
     try:
@@ -539,11 +548,13 @@ def supervise(command: list[str], env: dict[str, str]) -> int:
         if info is not None and info.si_signo in _STOP_SIGNALS:
             # A terminal signals its whole foreground process group, CMD included.
             if info.si_code != _SI_KERNEL:
-                child.send_signal(info.si_signo)
+                # Process managers such as honcho stop gracefully on SIGTERM, not on SIGHUP.
+                hup = info.si_signo == signal.SIGHUP
+                child.send_signal(signal.SIGTERM if hup else info.si_signo)
             if info.si_signo != signal.SIGINT:  # a shell as CMD ignores Ctrl-C, rightly
                 kill_at = min(kill_at, time.monotonic() + STOP_GRACE)
         if time.monotonic() > kill_at:
-            child.kill()
+            _kill_tree(child)
     return child.returncode if child.returncode >= 0 else 128 - child.returncode
 
 

@@ -222,6 +222,29 @@ def test_stale_pid_files_are_ignored_and_sigint_is_forwarded(
     assert _running([report["pid"], *report["servers"], *report["children"]]) == []
 
 
+def test_sighup_stops_a_command_that_ignores_sigterm_with_its_descendants(var: Path) -> None:
+    stubborn = (
+        "import signal, subprocess, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "sleeper = subprocess.Popen(['sleep', '60'], start_new_session=True)\n"
+        "print(sleeper.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    # the runner with a short grace period before it kills CMD
+    runner = "import sys, dev.services as s; s.STOP_GRACE = 1; sys.exit(s.main(sys.argv[1:]))"
+    args = [sys.executable, "-c", runner, "run", "--", sys.executable, "-c", stubborn]
+    with _start(args, _environment(var)) as process:
+        assert process.stdout is not None
+        assert select.select([process.stdout], [], [], 30)[0]
+        grandchild = int(process.stdout.readline())
+        process.send_signal(signal.SIGHUP)
+        _, errors = process.communicate(timeout=30)
+
+    assert process.returncode == 128 + signal.SIGKILL, errors
+    assert _running([grandchild]) == []
+    assert not (var / "postgres" / "postmaster.pid").exists()
+
+
 def test_urls_from_the_environment_are_used_as_given(tmp_path: Path) -> None:
     env = _environment(
         tmp_path / "var",
