@@ -4,6 +4,15 @@ Deployment knobs come from the platform's environment: PORT, WEB_CONCURRENCY, WE
 """
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
+
+# Metrics from every worker process are summed through files in this directory; it must be
+# set before the app (and prometheus_client) is imported.
+METRICS_DIR = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", str(Path(tempfile.gettempdir()) / "order-service-metrics")
+)
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"  # noqa: S104
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -29,3 +38,15 @@ def post_fork(server, worker):
     with app.app_context():
         for engine in db.engines.values():
             engine.dispose(close=False)
+
+
+def on_starting(server):
+    """Counters from a previous run of this host must not be added to this one's."""
+    shutil.rmtree(METRICS_DIR, ignore_errors=True)
+    Path(METRICS_DIR).mkdir(parents=True, exist_ok=True)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

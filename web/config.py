@@ -96,6 +96,7 @@ class Settings:
     sms_backoff_cap: int = 600
     sms_timeout: float = 10.0
     celery_queue: str = "orders"
+    metrics_dir: str | None = None
 
     @property
     def is_production(self) -> bool:
@@ -175,4 +176,5 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("SMS_BACKOFF_CAP", "sms_backoff_cap", _positive_int),
     ("SMS_TIMEOUT", "sms_timeout", float),
     ("CELERY_QUEUE", "celery_queue", str),
+    ("PROMETHEUS_MULTIPROC_DIR", "metrics_dir", str),
 )

@@ -260,7 +260,8 @@ def execute() -> Response:
             400, "The body must be an object with a 'query' string.", "BAD_REQUEST"
         )
 
-    operation_var.set(service().operation_name(data))
+    g.graphql_operation = service().operation_name(data)
+    operation_var.set(g.graphql_operation)
     db.session.info["request_id"] = request_id_var.get()
     context = {"request": request, "actor": g.get("actor"), "settings": service().settings}
     result = service().execute(data, context)
@@ -273,4 +274,17 @@ def execute() -> Response:
     response = jsonify(result)
     # A document that never executed (syntax, validation, limits) is a bad request.
     response.status_code = 200 if "data" in result else 400
+    g.graphql_outcome = _outcome(result)
     return response
+
+
+def _outcome(result: dict[str, Any]) -> str:
+    errors = result.get("errors") or ()
+    if "data" not in result:
+        return "bad_request"
+    if not errors:
+        return "ok"
+    codes = {error.get("extensions", {}).get("code") for error in errors}
+    if "UNAUTHENTICATED" in codes:
+        return "unauthenticated"
+    return "error" if "INTERNAL_SERVER_ERROR" in codes or None in codes else "bad_request"

@@ -25,6 +25,7 @@ from models.notifications import (
 from models.orders import purge_expired_idempotency_keys
 from web.config import Settings
 from web.logs import request_id_var
+from web.metrics import GATEWAY_LATENCY, SMS_ATTEMPTS, SWEEP_RESENDS
 from worker.celery_app import celery_app
 from worker.senders import Outcome, SendResult, SmsSender, build_sender
 
@@ -73,6 +74,8 @@ def send_notification(notification_id: str) -> str:
         )
     else:
         result = _sender().send(phone, notification.body)
+        GATEWAY_LATENCY.observe(result.duration_ms / 1000)
+    SMS_ATTEMPTS.labels(result.outcome.value).inc()
 
     record_attempt(
         session,
@@ -120,9 +123,11 @@ def sweep() -> dict[str, int]:
     requeued = requeue_expired_leases(session, limit=SWEEP_BATCH)
     session.commit()
     if requeued:
+        SWEEP_RESENDS.labels("lease_expired").inc(len(requeued))
         log.warning("re-sending %d SMS whose worker stopped mid-send", len(requeued))
     due = due_for_sweep(session, grace=SWEEP_GRACE, limit=SWEEP_BATCH)
     session.commit()
+    SWEEP_RESENDS.labels("overdue").inc(len(due))
     for notification_id in {*requeued, *due}:
         send_notification.apply_async((str(notification_id),))
     purged = purge_expired_idempotency_keys(session)
