@@ -13,6 +13,9 @@ from pathlib import Path
 METRICS_DIR = os.environ.setdefault(
     "PROMETHEUS_MULTIPROC_DIR", str(Path(tempfile.gettempdir()) / "order-service-metrics")
 )
+# Counters of a previous run on this host must not be added to this one's.
+shutil.rmtree(METRICS_DIR, ignore_errors=True)
+Path(METRICS_DIR).mkdir(parents=True, exist_ok=True)
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"  # noqa: S104
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -38,12 +41,6 @@ def post_fork(server, worker):
     with app.app_context():
         for engine in db.engines.values():
             engine.dispose(close=False)
-
-
-def on_starting(server):
-    """Counters from a previous run of this host must not be added to this one's."""
-    shutil.rmtree(METRICS_DIR, ignore_errors=True)
-    Path(METRICS_DIR).mkdir(parents=True, exist_ok=True)
 
 
 def child_exit(server, worker):
