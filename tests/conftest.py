@@ -92,6 +92,21 @@ def _dispose(application: Flask) -> None:
     with application.app_context():
         for engine in db.engines.values():
             engine.dispose()
+    application.extensions["health_redis"].close()
+
+
+@pytest.fixture
+def make_app(settings: Settings) -> Iterator[Any]:
+    """`make_app(redis_url=...)`: another app over the same database, disposed afterwards."""
+    made: list[Flask] = []
+
+    def make(**overrides: Any) -> Flask:
+        made.append(create_app(replace(settings, **overrides)))
+        return made[-1]
+
+    yield make
+    for application in made:
+        _dispose(application)
 
 
 @pytest.fixture(scope="session")
@@ -154,6 +169,7 @@ class GraphQLClient:
 
     def post(self, query: str, variables: dict | None = None, **kwargs: Any):
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        headers.update(kwargs.pop("headers", {}))
         body = {"query": query, "variables": variables or {}}
         return self.client.post("/graphql", json=body, headers=headers, **kwargs)
 

@@ -49,7 +49,7 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), compare_type=True)
 
-    from web import auth, callbacks, graphql, health, metrics
+    from web import auth, callbacks, commands, graphql, health, metrics
     from worker import outbox
 
     outbox.init_app(app, settings.redis_url, settings.celery_queue)
@@ -58,6 +58,7 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(graphql.blueprint)
     health.init_app(app, settings.redis_url)
     metrics.init_app(app, settings.metrics_dir)
+    commands.init_app(app)
     app.register_blueprint(callbacks.blueprint)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)

@@ -1,0 +1,194 @@
+"""What an operator relies on: health probes, JSON logs with request ids, metrics, the seed
+command, and deployment files that validate."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from web.logs import JsonFormatter
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_healthz_needs_no_dependency(make_app):
+    app = make_app(database_url="postgresql+psycopg://nobody@127.0.0.1:1/none")
+
+    response = app.test_client().get("/healthz")
+
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+def test_readyz_is_ready_when_postgres_and_redis_answer(app):
+    response = app.test_client().get("/readyz")
+
+    assert response.status_code == 200
+    assert response.get_json()["checks"] == {"postgres": "ok", "redis": "ok"}
+
+
+def test_readyz_names_redis_when_it_is_down(make_app):
+    app = make_app(redis_url="redis://127.0.0.1:1/0")
+
+    response = app.test_client().get("/readyz")
+
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["checks"]["postgres"] == "ok"
+    assert body["checks"]["redis"].startswith("down")
+
+
+def test_readyz_names_postgres_when_it_is_down(make_app):
+    app = make_app(database_url="postgresql+psycopg://x@127.0.0.1:1/none")
+
+    response = app.test_client().get("/readyz")
+
+    assert response.status_code == 503
+    assert response.get_json()["checks"]["postgres"].startswith("down")
+    assert response.get_json()["checks"]["redis"] == "ok"
+
+
+def _json_lines(caplog) -> list[dict]:
+    formatter = JsonFormatter()
+    return [json.loads(formatter.format(record)) for record in caplog.records]
+
+
+def test_a_request_id_is_returned_and_stamped_on_log_lines(jane, caplog):
+    caplog.set_level(logging.INFO)
+    response = jane.post(
+        "mutation Place { createOrder(input: {price: 10}) { success } }",
+        headers={"X-Request-ID": "req-42"},
+    )
+
+    assert response.headers["X-Request-ID"] == "req-42"
+    logging.getLogger("tests").info("inside the request's context")
+    lines = _json_lines(caplog)
+    assert lines[-1]["request_id"] == "req-42"
+    assert lines[-1]["operation"] == "Place"
+    assert {"time", "level", "message"} <= set(lines[-1])
+
+
+def test_a_request_without_an_id_gets_one(jane):
+    first = jane.post("{ me { id } }").headers["X-Request-ID"]
+    second = jane.post("{ me { id } }").headers["X-Request-ID"]
+
+    assert first
+    assert second
+    assert first != second
+
+
+def test_an_unusable_request_id_is_replaced(jane):
+    response = jane.post("{ me { id } }", headers={"X-Request-ID": "bad id; with spaces"})
+
+    assert response.headers["X-Request-ID"] != "bad id; with spaces"
+    assert len(response.headers["X-Request-ID"]) == 32
+
+
+def test_log_lines_mask_phone_numbers_and_drop_tokens(jane, caplog):
+    caplog.set_level(logging.INFO)
+    logging.getLogger("tests").info("sending to +254712345678 as %s", jane.token)
+
+    line = _json_lines(caplog)[-1]
+
+    assert "+254712345678" not in line["message"]
+    assert "+254****678" in line["message"]
+    assert jane.token not in json.dumps(line)
+
+
+def test_the_notification_row_carries_the_request_id_to_the_worker(jane, session):
+    from models.notifications import Notification
+
+    jane.post(
+        "mutation { createOrder(input: {price: 10}) { success } }",
+        headers={"X-Request-ID": "trace-me"},
+    )
+
+    notification = session.query(Notification).one()
+    assert notification.request_id == "trace-me"
+
+
+def _metric(app, name: str) -> float:
+    text = app.test_client().get("/metrics").get_data(as_text=True)
+    values = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + " ") or line.startswith(name + "{")
+    ]
+    return sum(values)
+
+
+def test_metrics_move_when_an_order_is_placed(app, jane):
+    requests_before = _metric(app, 'graphql_requests_total{operation="Place",outcome="ok"}')
+    backlog_before = _metric(app, "sms_outbox_backlog")
+
+    jane.execute("mutation Place { createOrder(input: {price: 10}) { success } }")
+
+    assert _metric(app, 'graphql_requests_total{operation="Place",outcome="ok"}') == (
+        requests_before + 1
+    )
+    assert _metric(app, "sms_outbox_backlog") == backlog_before + 1
+    assert _metric(app, 'sms_notifications{status="QUEUED"}') >= 1
+
+
+def test_metrics_expose_the_documented_series(app):
+    text = app.test_client().get("/metrics").get_data(as_text=True)
+
+    for series in (
+        "graphql_requests_total",
+        "graphql_request_duration_seconds",
+        "sms_attempts_total",
+        "sms_gateway_duration_seconds",
+        "sms_sweep_resends_total",
+        "sms_notifications",
+        "sms_outbox_backlog",
+        "sms_outbox_oldest_queued_age_seconds",
+    ):
+        assert f"# TYPE {series}" in text, series
+
+
+def test_seed_loads_demo_customers_once(app, session):
+    from models.customers import Customer
+
+    runner = app.test_cli_runner()
+    first = runner.invoke(args=["seed"])
+    second = runner.invoke(args=["seed"])
+
+    assert first.exit_code == 0, first.output
+    assert "seeded 3 customers" in first.output
+    assert "seeded 0 customers" in second.output
+    assert session.query(Customer).filter(Customer.code.like("DEMO-%")).count() == 3
+
+
+def test_seed_refuses_production(production_app):
+    result = production_app.test_cli_runner().invoke(args=["seed"])
+
+    assert result.exit_code != 0
+    assert "development only" in result.output
+
+
+def test_docker_compose_file_validates():
+    compose = shutil.which("docker-compose")
+    assert compose, (
+        "docker-compose is needed to validate docker-compose.yml (apt-get install docker-compose)"
+    )
+    result = subprocess.run(
+        [compose, "-f", str(ROOT / "docker-compose.yml"), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
+
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("process", ["release", "web", "worker", "beat", "flower"])
+def test_procfile_declares_every_process(process):
+    lines = (ROOT / "Procfile").read_text().splitlines()
+
+    assert any(line.startswith(f"{process}: ") for line in lines)
