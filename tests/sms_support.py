@@ -1,0 +1,421 @@
+"""Shared fixtures and helpers for the SMS tests: the fake Africa's Talking gateway over real
+HTTP, an app configured to send through it, the task runner bound to that app, rows to work
+on, a real Celery worker subprocess, and a look into the test run's Redis queue.
+
+Import the fixtures you use into a test module (`from tests.sms_support import ...`).
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from sqlalchemy import select, text
+from werkzeug.serving import make_server
+
+from dev.sms_gateway import FakeSmsGateway, RunningGateway
+from models.db import db
+from models.notifications import (
+    OUTBOX_KEY,
+    Notification,
+    NotificationAttempt,
+    NotificationKind,
+    OutboxMessage,
+    enqueue,
+)
+from tests.factories import OrderFactory
+from web import create_app
+from web.config import Settings
+from worker.celery_app import bind_flask_app, celery_app
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "test-key"
+CALLBACK_SECRET = "cb-secret"
+COMPANY = "Acme Duka"
+BACKOFF_BASE = 4
+BACKOFF_CAP = 10
+MAX_ATTEMPTS = 4
+SMS_TIMEOUT = 0.4
+GATEWAY_HANG = 4.0  # seconds a scripted "timeout" holds the request before dropping it
+JANE_PHONE = "+254712345678"  # jane's phone_number claim in dev/users.json
+DELIVERY_PATH = "/callbacks/africastalking/delivery"
+POLL_DEADLINE = 15.0
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def dispose(application: Flask) -> None:
+    with application.app_context():
+        for engine in db.engines.values():
+            engine.dispose()
+
+
+# -- the gateway and the app that sends through it ------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gateway_server() -> Iterator[RunningGateway]:
+    """The fake gateway on 127.0.0.1 (a free port) for the whole run."""
+    running = FakeSmsGateway(username="sandbox", api_key=API_KEY, hang=GATEWAY_HANG)
+    server = running.serve_in_thread("127.0.0.1", 0)
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture
+def gateway(gateway_server: RunningGateway) -> FakeSmsGateway:
+    """The gateway with no messages, scripts or counters left from an earlier test."""
+    gateway_server.gateway.reset()
+    return gateway_server.gateway
+
+
+@pytest.fixture(scope="session")
+def sms_settings(settings: Settings, gateway_server: RunningGateway) -> Settings:
+    return replace(
+        settings,
+        at_api_key=API_KEY,
+        at_username="sandbox",
+        at_api_url=gateway_server.url,
+        at_callback_secret=CALLBACK_SECRET,
+        company_name=COMPANY,
+        sms_backoff_base=BACKOFF_BASE,
+        sms_backoff_cap=BACKOFF_CAP,
+        sms_max_attempts=MAX_ATTEMPTS,
+        sms_timeout=SMS_TIMEOUT,
+    )
+
+
+@pytest.fixture(scope="session")
+def sms_app(app: Flask, sms_settings: Settings) -> Iterator[Flask]:
+    """The service configured for the fake gateway (`app` first, so migrations have run)."""
+    application = create_app(sms_settings)
+    yield application
+    dispose(application)
+
+
+@contextmanager
+def bound(application: Flask) -> Iterator[Flask]:
+    """Run tasks called in this process inside `application`; restore the previous app after."""
+    # `worker.celery_app` the attribute is the Celery app; the module holds the bound app.
+    module = importlib.import_module("worker.celery_app")
+    previous = module._flask_app
+    bind_flask_app(application)
+    try:
+        yield application
+    finally:
+        module._flask_app = previous
+
+
+@pytest.fixture
+def tasks_app(sms_app: Flask) -> Iterator[Flask]:
+    """Tasks called directly (`send_notification(id)`, `sweep()`) run in `sms_app`."""
+    with bound(sms_app):
+        yield sms_app
+
+
+@pytest.fixture(scope="session")
+def sms_http(sms_app: Flask) -> Iterator[str]:
+    """`sms_app` served over real HTTP on 127.0.0.1 (for the gateway's delivery reports);
+    yields its base URL."""
+    server = make_server("127.0.0.1", 0, sms_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.daemon = True
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+# -- rows -----------------------------------------------------------------------------------
+
+
+def make_notification(
+    session: Any,
+    *,
+    phone: str | None = "+254711000001",
+    kind: NotificationKind = NotificationKind.ORDER_PLACED,
+    total: str = "1200.00",
+    company: str = COMPANY,
+) -> Notification:
+    """A QUEUED notification for a new order, committed in the test's session; its id is not
+    published (tests run the task themselves)."""
+    order = OrderFactory(unit_price=Decimal(total))
+    notification = enqueue(
+        session,
+        OutboxMessage(
+            order_id=order.id, kind=kind, phone=phone, total=order.total, currency=order.currency
+        ),
+        company=company,
+    )
+    session.flush()
+    session.info.pop(OUTBOX_KEY, None)
+    session.commit()
+    # A worker's task starts with an empty session; so does the task run by the test.
+    session.expunge_all()
+    return notification
+
+
+def run_send(session: Any, notification_id: uuid.UUID | str) -> str:
+    """Call the send task in-process, as a worker would: with nothing of the row in the
+    session's identity map (a worker's task starts with a new session)."""
+    from worker.tasks import send_notification
+
+    session.expunge_all()
+    return send_notification(str(notification_id))
+
+
+def fresh(session: Any, notification_id: uuid.UUID | str) -> Notification:
+    """The row as the database has it now (the tasks update it behind the identity map)."""
+    session.expire_all()
+    return session.get_one(Notification, uuid.UUID(str(notification_id)))
+
+
+def attempts_of(session: Any, notification_id: uuid.UUID | str) -> list[NotificationAttempt]:
+    session.expire_all()
+    return list(
+        session.scalars(
+            select(NotificationAttempt)
+            .where(NotificationAttempt.notification_id == uuid.UUID(str(notification_id)))
+            .order_by(NotificationAttempt.id)
+        )
+    )
+
+
+def set_row(session: Any, notification_id: uuid.UUID | str, assignments: str, **params: Any):
+    """Data setup: `UPDATE notifications SET <assignments> WHERE id = :id`, committed."""
+    session.execute(
+        text(f"UPDATE notifications SET {assignments} WHERE id = :id"),  # noqa: S608 - tests
+        {"id": str(notification_id), **params},
+    )
+    session.commit()
+
+
+# -- the broker -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def task_queue(settings: Settings) -> Iterator[str]:
+    """The queue tasks published from this process go to (Celery's default queue); emptied at
+    the end if it is not the run's queue, which conftest empties."""
+    name = celery_app.conf.task_default_queue
+    yield name
+    if name != settings.celery_queue:
+        client = redis.Redis.from_url(REDIS_URL)
+        client.delete(name)
+        client.close()
+
+
+def published_tasks(queue: str) -> list[dict[str, Any]]:
+    """The task messages waiting in `queue` in Redis: task name, args and eta of each."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        raw = client.lrange(queue, 0, -1)
+    finally:
+        client.close()
+    found = []
+    for item in raw:
+        message = json.loads(item)
+        headers = message.get("headers", {})
+        body = json.loads(base64.b64decode(message["body"]))
+        found.append({"task": headers.get("task"), "args": body[0], "eta": headers.get("eta")})
+    return found
+
+
+def publications_of(notification_id: uuid.UUID | str, queue: str) -> list[dict[str, Any]]:
+    """The `notifications.send` messages for this notification waiting in `queue`."""
+    return [
+        task
+        for task in published_tasks(queue)
+        if task["task"] == "notifications.send" and task["args"] == [str(notification_id)]
+    ]
+
+
+def wait_for(check: Callable[[], Any], *, timeout: float = POLL_DEADLINE, every: float = 0.1):
+    """Poll `check` until it returns something truthy; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up after {timeout} s waiting for {check.__doc__ or check}")
+        time.sleep(every)
+
+
+# -- committed rows -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def committed_sms(app: Flask) -> Iterator[None]:
+    """Real commits (for other threads and processes to see); afterwards every table an SMS
+    test writes is emptied, the notifications tables named explicitly."""
+    yield
+    with app.app_context():
+        db.session.execute(
+            text(
+                "TRUNCATE delivery_reports, notification_attempts, notifications, "
+                "order_events, idempotency_keys, orders, customers CASCADE"
+            )
+        )
+        db.session.commit()
+
+
+def db_rows(application: Flask, statement: Any) -> list[Any]:
+    """Rows read on a connection of `application` (committed data only)."""
+    with application.app_context():
+        try:
+            return list(db.session.scalars(statement))
+        finally:
+            db.session.remove()
+
+
+# -- a real Celery worker -------------------------------------------------------------------
+
+
+class WorkerProcess:
+    """`celery --app worker worker` as a subprocess on this run's queue; start, kill, stop."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.queue = env["CELERY_QUEUE"]
+        self.process: subprocess.Popen[str] | None = None
+        self.lines: list[str] = []
+        self.started = 0
+
+    def start(self, timeout: float = 20.0) -> None:
+        assert self.process is None, "a worker is already running"
+        self.lines = []
+        self.process = subprocess.Popen(
+            [
+                str(ROOT / ".venv" / "bin" / "celery"),
+                "--app",
+                "worker",
+                "worker",
+                "--pool=threads",
+                "--concurrency=4",
+                "-Q",
+                self.queue,
+                "--without-mingle",
+                "--without-gossip",
+                "--loglevel=INFO",
+                f"--hostname=sms-test-{uuid.uuid4().hex[:6]}@%h",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        reader = threading.Thread(target=self._read, args=(self.process,), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + timeout
+        while not any(" ready." in line for line in self.lines):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                output = "".join(self.lines)
+                self.stop()
+                pytest.fail(f"the Celery worker did not become ready:\n{output}")
+            time.sleep(0.05)
+        self.started += 1
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self.lines.append(line)
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def kill(self) -> None:
+        """SIGKILL: the worker dies mid-whatever, acknowledging nothing."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self.process = None
+
+    def stop(self) -> None:
+        """Warm shutdown, then SIGKILL if it lingers; returns once the process is gone."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self.process = None
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+def worker_env(database_url: str, gateway_url: str, queue: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("AT_", "SMS_", "APP_ENV", "FLASK_ENV", "COMPANY_NAME"))
+    }
+    env.update(
+        DATABASE_URL=database_url,
+        REDIS_URL=REDIS_URL,
+        CELERY_QUEUE=queue,
+        AT_API_KEY=API_KEY,
+        AT_USERNAME="sandbox",
+        AT_API_URL=gateway_url,
+        SMS_BACKOFF_BASE="1",
+        SMS_BACKOFF_CAP="2",
+        SMS_TIMEOUT="10",
+        COMPANY_NAME=COMPANY,
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def forget_unacked(queue: str) -> int:
+    """Drop this queue's messages from kombu's `unacked` hash (a SIGKILLed worker leaves its
+    task there, to be restored only after the visibility timeout); returns how many."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        dropped = 0
+        for tag, value in client.hgetall("unacked").items():
+            _message, _exchange, routing_key = json.loads(value)
+            if routing_key == queue:
+                client.hdel("unacked", tag)
+                client.zrem("unacked_index", tag)
+                dropped += 1
+        return dropped
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def celery_worker(
+    database_url: str, gateway_server: RunningGateway, app: Flask, settings: Settings
+) -> Iterator[WorkerProcess]:
+    """A real worker on the run's queue (where the app's relay publishes) for the module;
+    tests may kill it and start it again."""
+    process = WorkerProcess(worker_env(database_url, gateway_server.url, settings.celery_queue))
+    process.start()
+    yield process
+    process.stop()
+    forget_unacked(settings.celery_queue)

@@ -1,0 +1,731 @@
+# ruff: noqa: F811 - pytest fixtures imported from tests.sms_support are used by name
+"""The send task, called in-process against the fake gateway over real HTTP: what each gateway
+answer does to the notification, its attempts and the logs; backoff; the sweep; the message
+texts; the senders; and the Celery settings the at-least-once design relies on."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import text
+
+import celeryconfig
+from models.notifications import (
+    RAW_REPLY_LIMIT,
+    SMS_LIMIT,
+    AttemptRecord,
+    NotificationKind,
+    NotificationStatus,
+    message_body,
+    record_attempt,
+    short_reference,
+)
+from tests.sms_support import (  # noqa: F401 - fixtures, used by name
+    API_KEY,
+    BACKOFF_BASE,
+    BACKOFF_CAP,
+    COMPANY,
+    MAX_ATTEMPTS,
+    ROOT,
+    attempts_of,
+    bound,
+    dispose,
+    fresh,
+    gateway,
+    gateway_server,
+    make_notification,
+    publications_of,
+    run_send,
+    set_row,
+    sms_app,
+    sms_settings,
+    task_queue,
+    tasks_app,
+)
+from web import create_app
+from worker import senders, tasks
+from worker.celery_app import celery_app
+from worker.senders import AfricasTalkingSender, ConsoleSender, Outcome, build_sender
+from worker.tasks import backoff, send_notification, sweep
+
+PHONE = "+254711000001"
+pytestmark = pytest.mark.usefixtures("tasks_app")
+
+
+def delay_of(row) -> float:
+    """Seconds from the retry decision to the next attempt (both stamped by one UPDATE)."""
+    return (row.next_attempt_at - row.updated_at).total_seconds()
+
+
+def ceiling(attempt: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_CAP) -> float:
+    return min(cap, base * 2 ** (attempt - 1))
+
+
+def due_now(session, notification_id) -> None:
+    """Data setup standing in for the passing of the backoff delay."""
+    set_row(session, notification_id, "next_attempt_at = clock_timestamp()")
+
+
+def task_records(caplog, level: int) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "worker.tasks" and r.levelno == level]
+
+
+# -- accepted -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [100, 101, 102])
+def test_accepted_status_codes_mark_the_notification_sent(session, gateway, code):
+    notification = make_notification(session, phone=PHONE)
+    gateway.script(PHONE, code)
+
+    assert run_send(session, notification.id) == "accepted"
+
+    (message,) = gateway.messages
+    row = fresh(session, notification.id)
+    assert row.status == NotificationStatus.SENT
+    assert row.provider_message_id == message["message_id"]
+    assert row.provider_message_id.startswith("ATXid_")
+    assert row.cost == "KES 0.8000"
+    assert row.attempts == 1
+    assert row.sent_at is not None
+    assert row.lease_expires_at is None
+    assert row.last_error is None
+
+
+def test_a_sent_notification_has_one_attempt_row_with_the_gateway_reply(session, gateway):
+    notification = make_notification(session, phone=PHONE)
+    gateway.script(PHONE, 102)
+
+    run_send(session, notification.id)
+
+    (attempt,) = attempts_of(session, notification.id)
+    row = fresh(session, notification.id)
+    assert attempt.http_status == 201
+    assert attempt.gateway_status_code == 102
+    assert attempt.gateway_status == "Queued"
+    assert attempt.provider_message_id == row.provider_message_id
+    assert attempt.error is None
+    assert attempt.duration_ms >= 0
+    assert attempt.started_at <= row.sent_at
+    assert '"SMSMessageData"' in attempt.raw_reply
+
+
+def test_the_gateway_receives_the_body_for_the_e164_number(session, gateway):
+    notification = make_notification(session, phone=PHONE)
+
+    run_send(session, notification.id)
+
+    (message,) = gateway.messages
+    assert message["to"] == PHONE
+    assert message["message"] == notification.body
+    assert message["sender_id"] is None
+
+
+def test_a_local_number_is_sent_in_e164_form(session, gateway):
+    notification = make_notification(session, phone="0711000002")
+
+    assert run_send(session, notification.id) == "accepted"
+
+    assert [m["to"] for m in gateway.messages] == ["+254711000002"]
+
+
+# -- transient failures: back to QUEUED with backoff ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("outcome", "error"),
+    [
+        (500, "gateway status 500 InternalServerError"),
+        (501, "gateway status 501 GatewayError"),
+        (502, "gateway status 502 RejectedByGateway"),
+        ("http:503", "gateway HTTP 503"),
+        ("http:500", "gateway HTTP 500"),
+        ("timeout", "the gateway did not answer in time"),
+        ("close", "could not reach the gateway"),
+        ("garbage", "unreadable gateway reply"),
+    ],
+)
+def test_a_transient_failure_queues_the_notification_again_with_backoff(
+    session, gateway, task_queue, outcome, error
+):
+    notification = make_notification(session, phone=PHONE)
+    gateway.script(PHONE, outcome)
+
+    assert run_send(session, notification.id) == "retry"
+
+    row = fresh(session, notification.id)
+    assert row.status == NotificationStatus.QUEUED
+    assert row.attempts == 1
+    assert error in row.last_error
+    assert row.lease_expires_at is None
+    assert row.provider_message_id is None
+    assert ceiling(1) / 2 - 0.01 <= delay_of(row) <= ceiling(1) + 0.01
+    (attempt,) = attempts_of(session, notification.id)
+    assert error in attempt.error
+    (republished,) = publications_of(notification.id, task_queue)
+    assert republished["eta"] is not None
+
+
+def test_the_retry_task_is_published_for_when_the_row_is_due(session, gateway, task_queue):
+    notification = make_notification(session, phone=PHONE)
+    gateway.script(PHONE, 500)
+
+    run_send(session, notification.id)
+
+    row = fresh(session, notification.id)
+    (republished,) = publications_of(notification.id, task_queue)
+    eta = datetime.fromisoformat(republished["eta"])
+    assert abs((eta - row.next_attempt_at).total_seconds()) < 1.0
+
+
+def test_a_timeout_gives_up_after_the_configured_sms_timeout(session, gateway, sms_settings):
+    notification = make_notification(session, phone=PHONE)
+    gateway.script(PHONE, "timeout")
+
+    run_send(session, notification.id)
+
+    (attempt,) = attempts_of(session, notification.id)
+    assert attempt.http_status is None
+    assert sms_settings.sms_timeout * 1000 <= attempt.duration_ms < 3000
+
+
+def test_an_http_5xx_reply_is_kept_in_the_attempt(session, gateway):
+    notification = make_notification(session, phone=PHONE)
+    gateway.script(PHONE, "http:503")
+
+    run_send(session, notification.id)
+
+    (attempt,) = attempts_of(session, notification.id)
+    assert attempt.http_status == 503
+    assert attempt.gateway_status_code is None
+    assert "503 Service Unavailable" in attempt.raw_reply
+
+
+def test_backoff_doubles_per_attempt_up_to_the_cap_then_the_notification_fails(
+    session, gateway, task_queue, caplog
+):
+    notification = make_notification(session, phone=PHONE)
+    gateway.script(PHONE, *[500] * MAX_ATTEMPTS)
+    delays = []
+
+    for attempt in range(1, MAX_ATTEMPTS):
+        assert run_send(session, notification.id) == "retry"
+        row = fresh(session, notification.id)
+        assert (row.status, row.attempts) == (NotificationStatus.QUEUED, attempt)
+        delays.append(delay_of(row))
+        due_now(session, notification.id)
+    run_send(session, notification.id)
+
+    row = fresh(session, notification.id)
+    assert row.status == NotificationStatus.FAILED
+    assert row.attempts == MAX_ATTEMPTS
+    assert "500" in row.last_error
+    assert gateway.requests == MAX_ATTEMPTS
+    assert len(attempts_of(session, notification.id)) == MAX_ATTEMPTS
+    for attempt, delay in enumerate(delays, start=1):
+        assert ceiling(attempt) / 2 - 0.01 <= delay <= ceiling(attempt) + 0.01, (attempt, delay)
+    assert max(delays) <= BACKOFF_CAP + 0.01
+    assert BACKOFF_BASE * 2 ** (MAX_ATTEMPTS - 2) > BACKOFF_CAP  # the cap was reached
+    # one retry task per retry, none after the last attempt
+    assert len(publications_of(notification.id, task_queue)) == MAX_ATTEMPTS - 1
+    assert task_records(caplog, logging.WARNING)
+
+
+def test_a_task_that_arrives_before_the_row_is_due_changes_nothing(session, gateway):
+    notification = make_notification(session, phone=PHONE)
+    gateway.script(PHONE, 500)
+    run_send(session, notification.id)
+    before = fresh(session, notification.id)
+
+    assert run_send(session, notification.id) == "skipped"
+
+    after = fresh(session, notification.id)
+    assert (after.status, after.attempts, after.updated_at) == (
+        before.status,
+        before.attempts,
+        before.updated_at,
+    )
+    assert gateway.requests == 1
+
+
+# -- operator errors: retried, but logged at ERROR ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "name"), [(401, "RiskHold"), (402, "InvalidSenderId"), (405, "InsufficientBalance")]
+)
+def test_operator_status_codes_are_retried_and_logged_at_error(
+    session, gateway, task_queue, caplog, code, name
+):
+    notification = make_notification(session, phone=PHONE)
+    gateway.script(PHONE, code)
+
+    with caplog.at_level(logging.INFO):
+        assert run_send(session, notification.id) == "retry"
+
+    row = fresh(session, notification.id)
+    assert row.status == NotificationStatus.QUEUED
+    assert row.last_error == f"gateway status {code} {name}"
+    assert len(publications_of(notification.id, task_queue)) == 1
+    (record,) = task_records(caplog, logging.ERROR)
+    assert str(notification.id) in record.getMessage()
+    assert name in record.getMessage()
+
+
+def test_operator_status_codes_fail_once_attempts_are_used_up(session, gateway, caplog):
+    notification = make_notification(session, phone=PHONE)
+    gateway.script(PHONE, *[405] * MAX_ATTEMPTS)
+
+    for _ in range(MAX_ATTEMPTS):
+        run_send(session, notification.id)
+        due_now(session, notification.id)
+
+    row = fresh(session, notification.id)
+    assert row.status == NotificationStatus.FAILED
+    assert row.attempts == MAX_ATTEMPTS
+    assert len(task_records(caplog, logging.ERROR)) == MAX_ATTEMPTS
+
+
+# -- permanent failures: FAILED at once -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "name"),
+    [
+        (403, "InvalidPhoneNumber"),
+        (404, "UnsupportedNumberType"),
+        (406, "UserInBlacklist"),
+        (407, "CouldNotRoute"),
+        (409, "DoNotDisturbRejection"),
+    ],
+)
+def test_permanent_status_codes_fail_at_once_without_retry(
+    session, gateway, task_queue, code, name
+):
+    notification = make_notification(session, phone=PHONE)
+    gateway.script(PHONE, code)
+
+    assert run_send(session, notification.id) == "permanent"
+
+    row = fresh(session, notification.id)
+    assert row.status == NotificationStatus.FAILED
+    assert row.attempts == 1
+    assert row.last_error == f"gateway status {code} {name}"
+    assert row.provider_message_id is None
+    assert gateway.requests == 1
+    assert publications_of(notification.id, task_queue) == []
+    (attempt,) = attempts_of(session, notification.id)
+    assert attempt.gateway_status_code == code
+
+
+def test_bad_credentials_fail_at_once_and_log_an_error_naming_at_api_key(
+    session, gateway, task_queue, caplog
+):
+    notification = make_notification(session, phone=PHONE)
+    gateway.script(PHONE, "http:401")
+
+    assert run_send(session, notification.id) == "bad_credentials"
+
+    row = fresh(session, notification.id)
+    assert row.status == NotificationStatus.FAILED
+    assert "AT_API_KEY" in row.last_error
+    assert publications_of(notification.id, task_queue) == []
+    (record,) = task_records(caplog, logging.ERROR)
+    assert "AT_API_KEY" in record.getMessage()
+    (attempt,) = attempts_of(session, notification.id)
+    assert attempt.http_status == 401
+
+
+def test_a_wrong_api_key_is_reported_as_bad_credentials(gateway, gateway_server):
+    sender = AfricasTalkingSender(
+        username="sandbox", api_key="not-the-key", base_url=gateway_server.url, timeout=2
+    )
+
+    result = sender.send(PHONE, "hello")
+
+    assert result.outcome is Outcome.BAD_CREDENTIALS
+    assert result.http_status == 401
+    assert "not-the-key" not in (result.error or "") + (result.raw_reply or "")
+    assert gateway.messages == []
+
+
+@pytest.mark.parametrize("phone", [None, "", "+2541", "12345", "not a phone", "+999123456789"])
+def test_a_missing_or_invalid_phone_fails_at_once_without_calling_the_gateway(
+    session, gateway, task_queue, phone
+):
+    notification = make_notification(session, phone=phone)
+
+    assert run_send(session, notification.id) == "permanent"
+
+    row = fresh(session, notification.id)
+    assert row.status == NotificationStatus.FAILED
+    assert row.last_error == "the customer has no valid phone number"
+    assert gateway.requests == 0
+    assert publications_of(notification.id, task_queue) == []
+    (attempt,) = attempts_of(session, notification.id)
+    assert attempt.http_status is None
+    assert attempt.error == "the customer has no valid phone number"
+
+
+# -- the claim makes a repeated task harmless -----------------------------------------------
+
+
+def test_a_second_task_for_a_sent_notification_sends_nothing(session, gateway):
+    notification = make_notification(session, phone=PHONE)
+    run_send(session, notification.id)
+    before = fresh(session, notification.id)
+
+    assert run_send(session, notification.id) == "skipped"
+
+    after = fresh(session, notification.id)
+    assert gateway.requests == 1
+    assert len(attempts_of(session, notification.id)) == 1
+    assert (after.status, after.attempts, after.updated_at, after.provider_message_id) == (
+        NotificationStatus.SENT,
+        1,
+        before.updated_at,
+        before.provider_message_id,
+    )
+
+
+@pytest.mark.parametrize("status", ["SENDING", "DELIVERED", "FAILED"])
+def test_a_task_for_a_row_not_queued_is_skipped(session, gateway, status):
+    notification = make_notification(session, phone=PHONE)
+    set_row(session, notification.id, "status = :status", status=status)
+
+    assert run_send(session, notification.id) == "skipped"
+
+    assert fresh(session, notification.id).status == status
+    assert gateway.requests == 0
+
+
+def test_a_task_for_an_unknown_notification_is_skipped(gateway):
+    assert send_notification(str(uuid.uuid4())) == "skipped"
+    assert gateway.requests == 0
+
+
+# -- what is kept of a reply ----------------------------------------------------------------
+
+
+def test_the_raw_reply_kept_in_an_attempt_is_capped_at_1_kb(session):
+    notification = make_notification(session, phone=PHONE)
+
+    record_attempt(
+        session,
+        notification,
+        AttemptRecord(started_at=datetime.now(UTC), duration_ms=5, raw_reply="x" * 5000),
+    )
+    session.commit()
+
+    (attempt,) = attempts_of(session, notification.id)
+    assert RAW_REPLY_LIMIT == 1024
+    assert attempt.raw_reply == "x" * 1024
+
+
+def test_the_sender_keeps_at_most_1_kb_of_a_reply(gateway, gateway_server):
+    sender = AfricasTalkingSender(
+        username="sandbox", api_key=API_KEY, base_url=gateway_server.url, timeout=2
+    )
+    gateway.script(PHONE, "http:502")
+
+    result = sender.send(PHONE, "hello")
+
+    assert result.outcome is Outcome.RETRY
+    assert 0 < len(result.raw_reply) <= 1024
+
+
+# -- message texts --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(NotificationKind))
+def test_a_message_names_the_company_a_short_reference_and_the_total(kind):
+    order_id = uuid.UUID("0a1b2c3d-0000-4000-8000-000000000000")
+
+    body = message_body(
+        kind, company="Acme Duka", order_id=order_id, total=Decimal("1200"), currency="KES"
+    )
+
+    assert body.startswith("Acme Duka: order 0A1B2C3D for KES 1,200.00 ")
+    assert len(body) <= SMS_LIMIT == 160
+
+
+def test_a_queued_row_carries_the_body_from_the_company_name(session):
+    notification = make_notification(session, phone=PHONE, total="99.50")
+
+    order_ref = short_reference(notification.order_id)
+    assert notification.body == (
+        f"{COMPANY}: order {order_ref} for KES 99.50 received. We will confirm it shortly."
+    )
+
+
+@pytest.mark.parametrize("kind", list(NotificationKind))
+def test_a_long_company_name_still_fits_one_sms_with_reference_and_total(kind):
+    order_id = uuid.uuid4()
+
+    body = message_body(
+        kind, company="C" * 150, order_id=order_id, total=Decimal("999999999.99"), currency="KES"
+    )
+
+    assert len(body) <= SMS_LIMIT
+    assert short_reference(order_id) in body
+    assert "KES 999,999,999.99" in body
+
+
+# -- backoff --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attempt", range(1, 13))
+def test_backoff_is_jittered_between_half_and_all_of_its_capped_ceiling(sms_settings, attempt):
+    settings = replace(sms_settings, sms_backoff_base=15, sms_backoff_cap=600)
+    top = min(600, 15 * 2 ** (attempt - 1))
+
+    samples = [backoff(attempt, settings).total_seconds() for _ in range(300)]
+
+    assert all(top / 2 <= sample <= top for sample in samples)
+    assert len(set(samples)) > 1  # jitter
+
+
+def test_backoff_never_exceeds_the_cap(sms_settings):
+    assert max(backoff(40, sms_settings).total_seconds() for _ in range(100)) <= BACKOFF_CAP
+
+
+# -- the sweep ------------------------------------------------------------------------------
+
+
+def test_the_sweep_requeues_sending_rows_whose_lease_expired(session, task_queue):
+    notification = make_notification(session, phone=PHONE)
+    set_row(
+        session,
+        notification.id,
+        "status = 'SENDING', attempts = 1, "
+        "lease_expires_at = clock_timestamp() - interval '1 second'",
+    )
+
+    result = sweep()
+
+    assert result["lease_expired"] == 1
+    row = fresh(session, notification.id)
+    assert row.status == NotificationStatus.QUEUED
+    assert row.lease_expires_at is None
+    assert row.attempts == 1
+    assert "lease expired" in row.last_error
+    assert row.next_attempt_at <= datetime.now(UTC)
+    assert len(publications_of(notification.id, task_queue)) == 1
+
+
+def test_the_sweep_leaves_sending_rows_with_a_live_lease(session, task_queue):
+    notification = make_notification(session, phone=PHONE)
+    set_row(
+        session,
+        notification.id,
+        "status = 'SENDING', lease_expires_at = clock_timestamp() + interval '30 seconds'",
+    )
+
+    result = sweep()
+
+    assert result["lease_expired"] == 0
+    assert fresh(session, notification.id).status == NotificationStatus.SENDING
+    assert publications_of(notification.id, task_queue) == []
+
+
+def test_the_sweep_republishes_overdue_queued_rows(session, task_queue):
+    notification = make_notification(session, phone=PHONE)
+    set_row(session, notification.id, "next_attempt_at = clock_timestamp() - interval '2 minutes'")
+
+    result = sweep()
+
+    assert result["republished"] == 1
+    assert fresh(session, notification.id).status == NotificationStatus.QUEUED
+    assert len(publications_of(notification.id, task_queue)) == 1
+
+
+@pytest.mark.parametrize(
+    "due", ["clock_timestamp() + interval '1 minute'", "clock_timestamp() - interval '10 seconds'"]
+)
+def test_the_sweep_leaves_rows_not_yet_due_or_within_the_grace(session, task_queue, due):
+    notification = make_notification(session, phone=PHONE)
+    set_row(session, notification.id, f"next_attempt_at = {due}")
+
+    result = sweep()
+
+    assert result["republished"] == 0
+    assert publications_of(notification.id, task_queue) == []
+
+
+def test_the_sweep_leaves_final_and_sent_rows_alone(session, task_queue):
+    ids = []
+    for status in ("SENT", "DELIVERED", "FAILED"):
+        notification = make_notification(session, phone=PHONE)
+        set_row(
+            session,
+            notification.id,
+            "status = :status, next_attempt_at = clock_timestamp() - interval '1 hour', "
+            "lease_expires_at = clock_timestamp() - interval '1 hour'",
+            status=status,
+        )
+        ids.append((notification.id, status))
+
+    assert sweep() == {"lease_expired": 0, "republished": 0, "keys_purged": 0}
+
+    for notification_id, status in ids:
+        assert fresh(session, notification_id).status == status
+        assert publications_of(notification_id, task_queue) == []
+
+
+def test_the_sweep_purges_idempotency_keys_older_than_a_day(session):
+    for key, age in (("old", "25 hours"), ("new", "1 hour")):
+        session.execute(
+            text(
+                "INSERT INTO idempotency_keys (subject, key, request_hash, created_at) "
+                "VALUES ('sweep-test', :key, 'h', now() - CAST(:age AS interval))"
+            ),
+            {"key": key, "age": age},
+        )
+    session.commit()
+
+    assert sweep()["keys_purged"] == 1
+
+    left = session.scalars(
+        text("SELECT key FROM idempotency_keys WHERE subject = 'sweep-test'")
+    ).all()
+    assert left == ["new"]
+
+
+def test_the_sweep_timings_meet_the_operating_promises():
+    """DESIGN.md: QUEUED rows go within 90 s of Redis coming back, rows a dead worker left
+    SENDING within 2 minutes; the sweep runs every 30 s."""
+    interval = celeryconfig.beat_schedule["sweep-notifications"]["schedule"]
+    assert celeryconfig.beat_schedule["sweep-notifications"]["task"] == "notifications.sweep"
+    assert interval == 30.0
+    assert tasks.SWEEP_GRACE.total_seconds() + interval <= 90
+    assert tasks.LEASE.total_seconds() + interval <= 120
+    assert tasks.LEASE.total_seconds() > celeryconfig.task_time_limit
+
+
+# -- senders --------------------------------------------------------------------------------
+
+
+def test_without_an_api_key_development_uses_the_console_sender(sms_settings, caplog):
+    settings = replace(sms_settings, at_api_key=None)
+
+    with caplog.at_level(logging.INFO):
+        sender = build_sender(settings)
+        result = sender.send(PHONE, "Acme Duka: order 1 received.")
+
+    assert isinstance(sender, ConsoleSender)
+    assert result.outcome is Outcome.ACCEPTED
+    assert result.message_id.startswith("console-")
+    assert "AT_API_KEY is not set" in caplog.text
+    assert "Acme Duka: order 1 received." in caplog.text
+
+
+def test_the_console_sender_marks_the_notification_sent_without_the_gateway(
+    session, gateway, sms_settings
+):
+    console_app = create_app(replace(sms_settings, at_api_key=None))
+    notification = make_notification(session, phone=PHONE)
+
+    try:
+        with bound(console_app):
+            assert run_send(session, notification.id) == "accepted"
+    finally:
+        dispose(console_app)
+
+    row = fresh(session, notification.id)
+    assert row.status == NotificationStatus.SENT
+    assert row.provider_message_id.startswith("console-")
+    assert gateway.requests == 0
+
+
+def test_with_an_api_key_the_africas_talking_sender_uses_at_api_url(sms_settings):
+    sender = build_sender(sms_settings)
+
+    assert isinstance(sender, AfricasTalkingSender)
+    assert sender.service._baseUrl == f"{sms_settings.at_api_url}/version1"
+    assert sender.timeout[1] == sms_settings.sms_timeout
+
+
+# -- celeryconfig ---------------------------------------------------------------------------
+
+
+def test_every_countdown_plus_the_time_limit_stays_below_the_visibility_timeout(sms_settings):
+    visibility = celery_app.conf.broker_transport_options["visibility_timeout"]
+    longest_countdown = max(
+        backoff(attempt, sms_settings).total_seconds() for attempt in range(1, 50)
+    )
+    default_cap = type(sms_settings)().sms_backoff_cap
+
+    assert celery_app.conf.task_time_limit == celeryconfig.task_time_limit
+    assert longest_countdown + celeryconfig.task_time_limit < visibility
+    assert default_cap + celeryconfig.task_time_limit < visibility
+    assert celeryconfig.task_soft_time_limit < celeryconfig.task_time_limit
+
+
+def test_celery_acknowledges_late_and_redelivers_tasks_of_a_lost_worker():
+    conf = celery_app.conf
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.broker_connection_retry_on_startup is True
+
+
+def test_celery_speaks_json_only_and_sends_task_events():
+    conf = celery_app.conf
+    assert conf.task_serializer == "json"
+    assert conf.result_serializer == "json"
+    assert list(conf.accept_content) == ["json"]
+    assert conf.worker_send_task_events is True
+    assert conf.task_send_sent_event is True
+    assert conf.task_track_started is True
+
+
+def _celeryconfig_in(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("SMS_", "REDIS_"))}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import celeryconfig; print(getattr(celeryconfig, 'broker_use_ssl', None))",
+        ],
+        cwd=ROOT,
+        env={**environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_a_rediss_url_turns_on_tls_with_certificate_checks():
+    result = _celeryconfig_in({"REDIS_URL": "rediss://cache.example.com:6380/0"})
+
+    assert result.returncode == 0, result.stderr
+    assert "ssl_cert_reqs" in result.stdout
+    assert "CERT_REQUIRED" in result.stdout
+
+
+def test_a_backoff_cap_beyond_the_visibility_timeout_is_refused():
+    result = _celeryconfig_in({"SMS_BACKOFF_CAP": "4000"})
+
+    assert result.returncode != 0
+    assert "visibility_timeout" in result.stderr or "AssertionError" in result.stderr
+
+
+def test_each_gateway_outcome_maps_to_one_decision():
+    groups = [
+        senders.ACCEPTED_CODES,
+        senders.RETRY_CODES,
+        senders.OPERATOR_CODES,
+        senders.PERMANENT_CODES,
+    ]
+    assert sum(len(group) for group in groups) == len(set().union(*groups))
+    assert {403, 404, 406, 407, 409} == senders.PERMANENT_CODES
+    assert {401, 402, 405} == senders.OPERATOR_CODES
