@@ -8,10 +8,11 @@ from typing import Any
 
 from flask import Flask, jsonify
 from flask_migrate import Migrate
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from models.db import db
-from web import logs
+from web import logs, sentry
 from web.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +46,7 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     )
     logs.configure(settings.log_level)
     logs.init_app(app)
+    sentry.init(settings)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), compare_type=True)
@@ -83,16 +85,18 @@ def _http_error(error: HTTPException):
 
 
 def _unexpected_error(error: Exception):
-    logging.getLogger(__name__).exception("unhandled error")
-    response = jsonify(
-        {
-            "errors": [
-                {
-                    "message": "Internal server error",
-                    "extensions": {"code": "INTERNAL_SERVER_ERROR"},
-                }
-            ]
-        }
-    )
-    response.status_code = 500
+    if isinstance(error, OperationalError):
+        # The database went away: worth a retry, not a bug of ours.
+        logging.getLogger(__name__).warning("database unavailable: %s", error.orig)
+        message, code, status = (
+            "The database is unavailable; try again.",
+            "SERVICE_UNAVAILABLE",
+            503,
+        )
+    else:
+        logging.getLogger(__name__).exception("unhandled error")
+        sentry.capture(error)
+        message, code, status = "Internal server error", "INTERNAL_SERVER_ERROR", 500
+    response = jsonify({"errors": [{"message": message, "extensions": {"code": code}}]})
+    response.status_code = status
     return response

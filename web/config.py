@@ -97,6 +97,7 @@ class Settings:
     sms_timeout: float = 10.0
     celery_queue: str = "orders"
     metrics_dir: str | None = None
+    sentry_dsn: str | None = None
 
     @property
     def is_production(self) -> bool:
@@ -177,4 +178,5 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("SMS_TIMEOUT", "sms_timeout", float),
     ("CELERY_QUEUE", "celery_queue", str),
     ("PROMETHEUS_MULTIPROC_DIR", "metrics_dir", str),
+    ("SENTRY_DSN", "sentry_dsn", _http_url),
 )

@@ -32,6 +32,7 @@ from graphql.validation import ASTValidationRule, ValidationContext
 from sqlalchemy.exc import SQLAlchemyError
 
 from models.db import db
+from web import sentry
 from web.config import Settings
 from web.logs import operation_var, request_id_var
 from web.resolvers import bindables
@@ -195,6 +196,7 @@ class GraphQLService:
         unexpected = error.path is not None and not isinstance(original, GraphQLError | None)
         if unexpected:
             log.error("resolver failed: %s", error.message, exc_info=original)
+            sentry.capture(original)
             if self.settings.is_production:
                 return {
                     "message": "Internal server error",

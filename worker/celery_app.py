@@ -48,6 +48,16 @@ def _json_logs(**_kwargs: Any) -> None:
     configure(Settings.from_env().log_level)
 
 
+@signals.worker_process_init.connect
+@signals.celeryd_init.connect
+@signals.beat_init.connect
+def _sentry(**_kwargs: Any) -> None:
+    from web import sentry
+    from web.config import Settings
+
+    sentry.init(Settings.from_env())
+
+
 @signals.task_prerun.connect
 def _forget_request_id(**_kwargs: Any) -> None:
     # Pool threads are reused: a task starts with no request id until it reads its row's.
