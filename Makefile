@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint format migrate clean
+.PHONY: help venv tools run test lint format migrate clean
 
 help: ## List targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,15 +26,28 @@ venv: $(VENV)/.installed ## Create .venv; re-install when requirements*.txt chan
 
 # The release step runs before honcho, which stops every process as soon as one exits; `exec`
 # lets honcho itself receive the signals dev.services forwards.
+# Development binds to 127.0.0.1, and every process shares one metrics directory so /metrics
+# shows the worker's counters too.
 run: venv ## Migrate, then run web, worker, beat and flower with PostgreSQL, Redis and dev.idp
+	rm -rf var/metrics && mkdir -p var/metrics
+	HOST=$${HOST:-127.0.0.1} PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/var/metrics \
 	$(SERVICES) --database orders --idp -- sh -c '$(MIGRATE) && \
 		echo "GraphiQL: http://127.0.0.1:$${PORT:-5000}/graphql" && \
 		exec honcho start web worker beat flower'
 
-test: venv ## Run the tests with coverage (extra pytest arguments: PYTEST_ARGS=...), then lint
+test: venv tools ## Run the tests with coverage (extra pytest arguments: PYTEST_ARGS=...), then lint
 	$(SERVICES) -- $(BIN)/pytest --cov --cov-report=term-missing $(PYTEST_ARGS)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# docker-compose (Debian's 1.29) validates docker-compose.yml without a Docker engine.
+tools:
+	@command -v docker-compose >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing docker-compose to validate docker-compose.yml"; \
+			apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq docker-compose >/dev/null; \
+		else echo "note: install docker-compose to validate docker-compose.yml"; fi; }
 
 lint: venv ## Check style and formatting with ruff
 	$(BIN)/ruff check .
