@@ -204,6 +204,7 @@ def set_row(session: Any, notification_id: uuid.UUID | str, assignments: str, **
         {"id": str(notification_id), **params},
     )
     session.commit()
+    session.expire_all()  # what the session holds of the row is out of date now
 
 
 # -- the broker -----------------------------------------------------------------------------
