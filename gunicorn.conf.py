@@ -30,6 +30,13 @@ keepalive = 5
 # Load the app once in the master: workers share its memory until they write to it.
 preload_app = True
 accesslog = "-"
+# One JSON line per request, like the app's logs. The path is logged without its query string:
+# the delivery callback carries its secret there.
+access_log_format = (
+    '{"time": "%(t)s", "level": "INFO", "logger": "gunicorn.access", '
+    '"message": "%(m)s %(U)s %(s)s", "status": %(s)s, "duration_ms": %(M)s, '
+    '"request_id": "%({x-request-id}o)s"}'
+)
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 

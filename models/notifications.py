@@ -429,7 +429,7 @@ def record_delivery_report(session: Session, *, form: dict[str, str]) -> Notific
         notification_id=notification.id if notification else None,
         provider_message_id=message_id,
         status=status,
-        failure_reason=(form.get("failureReason") or None),
+        failure_reason=(form.get("failureReason") or "")[:100] or None,
         raw=dict(form),
     )
     session.add(report)
