@@ -32,15 +32,13 @@ from jose import jwt
 from jose.exceptions import ExpiredSignatureError, JOSEError
 from werkzeug import serving
 
+from dev import ProductionRefusedError, refuse_production
+
 DEFAULT_USERS_FILE = Path(__file__).with_name("users.json")
 ACCOUNT_ROLES = ("manage-account", "manage-account-links", "view-profile")
 SUPPORTED_SCOPES = ("openid", "profile", "email", "phone")
 _RSA_HASHES = {"RS256": hashes.SHA256, "RS384": hashes.SHA384, "RS512": hashes.SHA512}
 _HMAC_HASHES = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
-
-
-class ProductionRefusedError(RuntimeError):
-    """The provider was asked to start while APP_ENV or FLASK_ENV says production."""
 
 
 class OAuthError(Exception):
@@ -59,17 +57,6 @@ class OAuthError(Exception):
         resp.status_code = self.status
         resp.headers.update(self.headers)
         return resp
-
-
-def refuse_production(environ: Mapping[str, str] | None = None) -> None:
-    """Raise `ProductionRefusedError` when APP_ENV or FLASK_ENV is set to production."""
-    env = os.environ if environ is None else environ
-    for name in ("APP_ENV", "FLASK_ENV"):
-        if env.get(name, "").strip().lower() in ("production", "prod"):
-            raise ProductionRefusedError(
-                f"dev.idp is a development identity provider and refuses to run with "
-                f"{name}={env[name]!r}; point the service at a real Keycloak instead"
-            )
 
 
 def _b64(data: bytes) -> str:
@@ -234,7 +221,7 @@ class DevIdentityProvider:
         refresh_token_lifespan: int = 1800,
         public_url: str | None = None,
     ) -> None:
-        refuse_production()
+        refuse_production("dev.idp", "point the service at a real Keycloak instead")
         self.users = load_users(users)
         self.realm = realm
         self.client_id = client_id
@@ -649,7 +636,7 @@ class DevIdentityProvider:
     def bind(self, host: str = "127.0.0.1", port: int = 0) -> serving.BaseWSGIServer:
         """Bind a threaded werkzeug server; unless `public_url` was given, the issuer follows
         the bound address."""
-        refuse_production()
+        refuse_production("dev.idp", "point the service at a real Keycloak instead")
         server = serving.make_server(
             host, port, self.app, threaded=True, request_handler=_QuietRequestHandler
         )

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hmac
-import os
 import re
 import socket
 import sys
@@ -21,7 +20,6 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -30,6 +28,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import requests
 from flask import Flask, Response, jsonify, request
 from werkzeug import serving
+
+from dev import ProductionRefusedError, refuse_production
 
 STATUS_NAMES = {
     100: "Processed",
@@ -69,21 +69,6 @@ _E164 = re.compile(r"\+[1-9]\d{6,14}")
 _JSON = "application/json"
 
 Outcome = int | str
-
-
-class ProductionRefusedError(RuntimeError):
-    """The gateway was asked to start while APP_ENV or FLASK_ENV says production."""
-
-
-def refuse_production(environ: Mapping[str, str] | None = None) -> None:
-    """Raise `ProductionRefusedError` when APP_ENV or FLASK_ENV is set to production."""
-    env = os.environ if environ is None else environ
-    for name in ("APP_ENV", "FLASK_ENV"):
-        if env.get(name, "").strip().lower() in ("production", "prod"):
-            raise ProductionRefusedError(
-                f"dev.sms_gateway is a fake SMS gateway and refuses to run with "
-                f"{name}={env[name]!r}; point the service at the real Africa's Talking API"
-            )
 
 
 def check_outcome(outcome: Any) -> Outcome:
@@ -169,7 +154,7 @@ class FakeSmsGateway:
         callback_url: str | None = None,
         callback_key: str | None = None,
     ) -> None:
-        refuse_production()
+        refuse_production("dev.sms_gateway", "point the service at the real Africa's Talking API")
         self.username = username
         self.api_key = api_key
         self.hang = hang  # seconds a "timeout" outcome holds the request before dropping it
@@ -445,7 +430,7 @@ class FakeSmsGateway:
 
     def bind(self, host: str = "127.0.0.1", port: int = 0) -> serving.BaseWSGIServer:
         """Bind werkzeug's threaded server (one thread per connection) to `host`:`port`."""
-        refuse_production()
+        refuse_production("dev.sms_gateway", "point the service at the real Africa's Talking API")
         self._stopping.clear()
         return serving.make_server(
             host, port, self.app, threaded=True, request_handler=_RequestHandler
