@@ -323,8 +323,8 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        reader = threading.Thread(target=self._read, args=(self.process,), daemon=True)
-        reader.start()
+        self._reader = threading.Thread(target=self._read, args=(self.process,), daemon=True)
+        self._reader.start()
         deadline = time.monotonic() + timeout
         while not any(" ready." in line for line in self.lines):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -348,8 +348,8 @@ class WorkerProcess:
         """SIGKILL: the worker dies mid-whatever, acknowledging nothing."""
         assert self.process is not None
         self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-        self.process = None
+        assert self.process.wait(timeout=10) == -signal.SIGKILL
+        self._release()
 
     def stop(self) -> None:
         """Warm shutdown, then SIGKILL if it lingers; returns once the process is gone."""
@@ -362,6 +362,11 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+        self._release()
+
+    def _release(self) -> None:
+        assert self.process is not None
+        self._reader.join(timeout=5)  # the pipe ends with the process
         if self.process.stdout is not None:
             self.process.stdout.close()
         self.process = None
