@@ -292,9 +292,10 @@ def db_rows(application: Flask, statement: Any) -> list[Any]:
 class WorkerProcess:
     """`celery --app worker worker` as a subprocess on this run's queue; start, kill, stop."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], *, pool: str = "threads") -> None:
         self.env = env
         self.queue = env["CELERY_QUEUE"]
+        self.pool = pool
         self.process: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
         self.started = 0
@@ -308,7 +309,7 @@ class WorkerProcess:
                 "--app",
                 "worker",
                 "worker",
-                "--pool=threads",
+                f"--pool={self.pool}",
                 "--concurrency=4",
                 "-Q",
                 self.queue,

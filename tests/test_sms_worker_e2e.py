@@ -5,6 +5,7 @@ delivery reports come back over HTTP, Redis outages and dead workers lose nothin
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -12,26 +13,41 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+import redis
 from sqlalchemy import select, text
 
 from models.db import db
-from models.notifications import Notification, NotificationAttempt, NotificationStatus
+from models.notifications import (
+    Notification,
+    NotificationAttempt,
+    NotificationKind,
+    NotificationStatus,
+)
 from tests.sms_support import (  # noqa: F401 - fixtures, used by name
     CALLBACK_SECRET,
     DELIVERY_PATH,
     JANE_PHONE,
+    OUTBOX_KEY,
+    REDIS_URL,
+    ROOT,
+    OrderFactory,
+    OutboxMessage,
+    WorkerProcess,
     celery_worker,
     committed_sms,
     dispose,
+    enqueue,
+    forget_unacked,
     gateway,
     gateway_server,
     sms_app,
     sms_http,
     sms_settings,
     wait_for,
+    worker_env,
 )
 from web import create_app
-from worker.tasks import sweep
+from worker.tasks import send_notification, sweep
 
 CREATE = """
 mutation($input: CreateOrderInput!) { createOrder(input: $input) { success order { id } } }
@@ -322,3 +338,77 @@ def test_an_sms_whose_worker_was_killed_mid_send_is_sent_again_after_the_lease(
     assert gateway.requests == 2  # at least once: the lost try may have reached the gateway
     assert [m["status_code"] for m in gateway.messages] == [101]
     wait_for(lambda: "stopped mid-send" in celery_worker.output())
+
+
+# -- task time limits -----------------------------------------------------------------------
+
+
+def procfile_pool() -> str:
+    """The pool the Procfile's `worker` process runs tasks in (Celery's default: prefork)."""
+    line = next(
+        line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("worker:")
+    )
+    match = re.search(r"--pool[= ](\S+)", line)
+    return match.group(1) if match else "prefork"
+
+
+@pytest.fixture
+def limited_worker(database_url, gateway_server, settings):
+    """A worker in the Procfile's pool, on a queue of its own."""
+    env = worker_env(database_url, gateway_server.url, f"{settings.celery_queue}-limits")
+    process = WorkerProcess(env, pool=procfile_pool())
+    process.start()
+    yield process
+    process.stop()
+    forget_unacked(process.queue)
+    client = redis.Redis.from_url(REDIS_URL)
+    client.delete(process.queue)
+    client.close()
+
+
+def queued_row(application) -> uuid.UUID:
+    """A committed QUEUED notification whose id is published to no queue."""
+    with application.app_context():
+        try:
+            order = OrderFactory(customer__phone=JANE_PHONE)
+            notification = enqueue(
+                db.session,
+                OutboxMessage(
+                    order_id=order.id,
+                    kind=NotificationKind.ORDER_PLACED,
+                    phone=JANE_PHONE,
+                    total=order.total,
+                    currency=order.currency,
+                ),
+                company="Acme",
+            )
+            db.session.flush()
+            db.session.info.pop(OUTBOX_KEY, None)
+            db.session.commit()
+            return notification.id
+        finally:
+            db.session.remove()
+
+
+def test_the_worker_pool_enforces_the_task_time_limits(sms_app, gateway, limited_worker):
+    """celeryconfig's task_time_limit is what keeps a send shorter than its 60 s lease (and
+    the visibility timeout); Celery enforces time limits in the prefork and gevent pools only."""
+    notification_id = queued_row(sms_app)
+    gateway.latency = 3.5  # a send that outlives both limits
+
+    # celeryconfig's 40 s / 45 s, scaled down to 1 s / 2 s for the test (the limits travel in
+    # the message, as the configured ones do).
+    send_notification.apply_async(
+        (str(notification_id),), queue=limited_worker.queue, soft_time_limit=1, time_limit=2
+    )
+
+    def settled():
+        """the send to finish or be stopped by a time limit"""
+        row = read(sms_app, select(Notification).where(Notification.id == notification_id))[0]
+        stopped = "time limit" in limited_worker.output().lower()
+        return stopped or row.status in (NotificationStatus.SENT, NotificationStatus.FAILED)
+
+    wait_for(settled, timeout=10)
+    assert "time limit" in limited_worker.output().lower(), (
+        f"a task ran past its 2 s time limit in the {procfile_pool()!r} pool unchecked"
+    )
