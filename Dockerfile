@@ -13,7 +13,8 @@ RUN pip install -r requirements.txt
 
 COPY . .
 RUN useradd --create-home --uid 10001 app && chown -R app /app
-USER app
+# Numeric, so Kubernetes can check runAsNonRoot.
+USER 10001
 
 EXPOSE 5000
 CMD ["gunicorn", "--config", "gunicorn.conf.py", "web:create_app()"]

@@ -38,6 +38,8 @@ access_log_format = (
     '"request_id": "%({x-request-id}o)s"}'
 )
 errorlog = "-"
+# No runtime control socket: it would live under $HOME, read-only in containers.
+control_socket_disable = True
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 
