@@ -98,6 +98,7 @@ class Settings:
     celery_queue: str = "orders"
     metrics_dir: str | None = None
     sentry_dsn: str | None = None
+    worker_metrics_port: int | None = None
 
     @property
     def is_production(self) -> bool:
@@ -179,4 +180,5 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("CELERY_QUEUE", "celery_queue", str),
     ("PROMETHEUS_MULTIPROC_DIR", "metrics_dir", str),
     ("SENTRY_DSN", "sentry_dsn", _http_url),
+    ("WORKER_METRICS_PORT", "worker_metrics_port", _positive_int),
 )

@@ -58,6 +58,19 @@ def _sentry(**_kwargs: Any) -> None:
     sentry.init(Settings.from_env())
 
 
+@signals.worker_ready.connect
+def _serve_metrics(**_kwargs: Any) -> None:
+    """With WORKER_METRICS_PORT set, the worker serves its own /metrics (SMS attempts, gateway
+    latency, sweep re-sends) for a scraper that reaches worker hosts or pods."""
+    from prometheus_client import start_http_server
+
+    from web.config import Settings
+
+    port = Settings.from_env().worker_metrics_port
+    if port:
+        start_http_server(port)
+
+
 @signals.task_prerun.connect
 def _forget_request_id(**_kwargs: Any) -> None:
     # Pool threads are reused: a task starts with no request id until it reads its row's.
