@@ -446,3 +446,14 @@ def test_delivered_at_is_a_timezone_aware_moment(session, client):
     delivered_at = fresh(session, notification.id).delivered_at
     assert delivered_at.tzinfo is not None
     assert abs((datetime.now(UTC) - delivered_at).total_seconds()) < 60
+
+
+def test_recording_sent_twice_changes_nothing_the_second_time(session):
+    notification, message_id = sent_notification(session)
+    before = fresh(session, notification.id)
+
+    assert mark_sent(session, notification, message_id="ATXid_other", cost=None) is False
+    session.commit()
+
+    after = fresh(session, notification.id)
+    assert (after.provider_message_id, after.updated_at) == (message_id, before.updated_at)

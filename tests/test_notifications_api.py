@@ -506,3 +506,44 @@ def test_a_customer_may_not_resend(session, jane):
     assert result["success"] is False
     assert result["fieldErrors"][0]["code"] == "FORBIDDEN"
     assert fresh(session, notification.id).status == NotificationStatus.FAILED
+
+
+# -- the domain functions behind the API ----------------------------------------------------
+
+
+def test_the_notifications_of_someone_elses_order_are_an_empty_list(session):
+    from models.actors import Actor
+    from models.notifications import notifications_of_order
+    from models.orders import Order
+
+    notification = make_notification(session)
+    order = session.get_one(Order, notification.order_id)
+    stranger = Actor(subject="stranger", customer_id=uuid.uuid4())
+
+    assert notifications_of_order(session, actor=stranger, order=order) == []
+
+
+def test_listing_notifications_of_an_unknown_status_is_invalid(session):
+    from models.actors import Actor
+    from models.errors import DomainError
+    from models.notifications import list_notifications
+
+    with pytest.raises(DomainError) as refused:
+        list_notifications(session, actor=Actor(subject="a", is_admin=True), status="LOST")
+
+    assert refused.value.errors[0].field == "status"
+    assert refused.value.errors[0].code.value == "INVALID"
+
+
+def test_listing_notifications_takes_the_status_in_any_letter_case(session):
+    from models.actors import Actor
+    from models.notifications import list_notifications
+
+    failed = failed_notifications(session, 1)
+
+    page = list_notifications(
+        session, actor=Actor(subject="a", is_admin=True), status=" failed ", first=50
+    )
+
+    assert failed[0] in {str(n.id) for n in page.items}
+    assert {n.status for n in page.items} == {"FAILED"}

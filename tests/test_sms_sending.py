@@ -5,10 +5,12 @@ texts; the senders; and the Celery settings the at-least-once design relies on."
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -51,7 +53,7 @@ from tests.sms_support import (  # noqa: F401 - fixtures, used by name
     tasks_app,
 )
 from web import create_app
-from worker import senders, tasks
+from worker import outbox, senders, tasks
 from worker.celery_app import celery_app
 from worker.senders import AfricasTalkingSender, ConsoleSender, Outcome, build_sender
 from worker.tasks import backoff, send_notification, sweep
@@ -729,3 +731,75 @@ def test_each_gateway_outcome_maps_to_one_decision():
     assert sum(len(group) for group in groups) == len(set().union(*groups))
     assert {403, 404, 406, 407, 409} == senders.PERMANENT_CODES
     assert {401, 402, 405} == senders.OPERATOR_CODES
+
+
+# -- edges of the sender, the relay and the task binding ------------------------------------
+
+
+def test_without_at_api_url_the_sdk_talks_to_africas_talking_itself():
+    sender = AfricasTalkingSender(username="sandbox", api_key=API_KEY)
+
+    assert "africastalking.com" in sender.service._baseUrl
+    assert sender.service._baseUrl.endswith("/version1")
+
+
+def test_a_number_the_sdk_refuses_is_a_permanent_failure_without_a_request(gateway, gateway_server):
+    sender = AfricasTalkingSender(
+        username="sandbox", api_key=API_KEY, base_url=gateway_server.url, timeout=2
+    )
+
+    result = sender.send("0711 000 001", "hello")
+
+    assert result.outcome is Outcome.PERMANENT
+    assert "Invalid phone number" in result.error
+    assert gateway.requests == 0
+
+
+def test_a_result_summary_for_the_logs_names_no_number_and_no_key(gateway, gateway_server):
+    sender = AfricasTalkingSender(
+        username="sandbox", api_key=API_KEY, base_url=gateway_server.url, timeout=2
+    )
+
+    summary = senders.describe(sender.send(PHONE, "hello"))
+
+    assert PHONE not in summary
+    assert API_KEY not in summary
+    assert '"outcome": "accepted"' in summary
+    assert '"code": 101' in summary
+
+
+def test_a_full_relay_backlog_drops_ids_for_the_sweep_and_never_blocks(monkeypatch, caplog):
+    monkeypatch.setattr(outbox, "BACKLOG_LIMIT", 2)
+    relay = outbox.Relay("redis://127.0.0.1:1/0", "nowhere")  # publishing hangs, then fails
+
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING):
+        relay.submit(uuid.uuid4() for _ in range(10))
+
+    assert time.monotonic() - started < 0.5
+    assert "backlog full" in caplog.text
+    assert relay.published == 0
+
+
+def test_tasks_create_their_flask_app_once_when_none_is_bound():
+    module = importlib.import_module("worker.celery_app")
+    previous = module._flask_app
+    module._flask_app = None
+    try:
+        first = module.flask_app()
+        assert module.flask_app() is first
+        assert "SETTINGS" in first.config
+    finally:
+        dispose(module._flask_app)
+        module._flask_app = previous
+
+
+def test_a_reused_pool_thread_starts_each_task_without_a_request_id():
+    from web.logs import request_id_var
+
+    module = importlib.import_module("worker.celery_app")
+    request_id_var.set("left-by-the-previous-task")
+
+    module._forget_request_id()
+
+    assert request_id_var.get() is None
