@@ -165,6 +165,34 @@ def short_reference(order_id: uuid.UUID) -> str:
     return order_id.hex[:8].upper()
 
 
+# GSM 03.38: a message of these characters fits 160 to an SMS; any other character makes it
+# UCS-2, 70 to an SMS. The extension characters count twice.
+GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡"
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENSION = frozenset("^{}\\[~]|€")
+# Curly quotes, dashes and ellipses, as phones and word processors type them, in GSM-7.
+TYPOGRAPHY = str.maketrans(
+    {
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u2013": "-",
+        "\u2014": "-",
+        "\u2026": "...",
+    }
+)
+
+
+def sms_length(text: str) -> tuple[int, int]:
+    """(characters as the network counts them, how many fit one SMS) for `text`."""
+    if all(c in GSM7_BASIC or c in GSM7_EXTENSION for c in text):
+        return sum(2 if c in GSM7_EXTENSION else 1 for c in text), SMS_LIMIT
+    return len(text), 70
+
+
 def message_body(
     kind: NotificationKind, *, company: str, order_id: uuid.UUID, total: Decimal, currency: str
 ) -> str:
@@ -178,8 +206,9 @@ def message_body(
         "confirmed. Thank you!",
         NotificationKind.ORDER_CANCELLED: f"{company}: order {reference} for {amount} has "
         "been cancelled.",
-    }[kind]
-    if len(text) > SMS_LIMIT:  # a long company name: keep what matters
+    }[kind].translate(TYPOGRAPHY)
+    length, fits = sms_length(text)
+    if length > fits:  # a long or non-GSM company name: keep what matters
         text = f"Order {reference} ({amount}): {kind.removeprefix('ORDER_').lower()}."
     return text
 
@@ -238,7 +267,7 @@ def claim(session: Session, *, notification_id: uuid.UUID, lease: timedelta) -> 
             updated_at=func.clock_timestamp(),
         )
         .returning(Notification)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False, populate_existing=True)
     ).one_or_none()
 
 
@@ -269,9 +298,16 @@ def record_attempt(session: Session, notification: Notification, attempt: Attemp
             gateway_status=attempt.gateway_status,
             provider_message_id=attempt.provider_message_id,
             error=attempt.error,
-            raw_reply=attempt.raw_reply[:RAW_REPLY_LIMIT] if attempt.raw_reply else None,
+            raw_reply=_first_bytes(attempt.raw_reply, RAW_REPLY_LIMIT),
         )
     )
+
+
+def _first_bytes(text: str | None, limit: int) -> str | None:
+    """At most `limit` bytes of `text` in UTF-8, cut at a character boundary."""
+    if text is None:
+        return None
+    return text.encode()[:limit].decode(errors="ignore")
 
 
 def _move(
@@ -306,6 +342,7 @@ def mark_sent(session: Session, notification: Notification, *, message_id: str, 
             .order_by(DeliveryReport.id)
         ).all()
         for report in early:
+            report.notification_id = notification.id
             _apply_report(session, notification.id, report)
     return moved
 

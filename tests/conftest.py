@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +18,13 @@ import psycopg
 import pytest
 import redis
 from flask import Flask
-from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from sqlalchemy import make_url, text
 from sqlalchemy.orm import scoped_session, sessionmaker
 
 from dev.idp import DevIdentityProvider
 from models.db import db
+from tests.clients import GraphQLClient
 from web import create_app
 from web.config import Settings
 
@@ -158,28 +158,6 @@ def committed(app: Flask) -> Iterator[None]:
             text("TRUNCATE order_events, idempotency_keys, orders, customers CASCADE")
         )
         db.session.commit()
-
-
-@dataclass
-class GraphQLClient:
-    """Posts GraphQL documents as one user, with a real token from the identity provider."""
-
-    client: FlaskClient
-    token: str | None
-
-    def post(self, query: str, variables: dict | None = None, **kwargs: Any):
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        headers.update(kwargs.pop("headers", {}))
-        body = {"query": query, "variables": variables or {}}
-        return self.client.post("/graphql", json=body, headers=headers, **kwargs)
-
-    def execute(self, query: str, variables: dict | None = None) -> dict[str, Any]:
-        """The `data` of a successful execution; fails the test on any GraphQL error."""
-        response = self.post(query, variables)
-        assert response.status_code == 200, response.get_data(as_text=True)
-        body = response.get_json()
-        assert "errors" not in body, body["errors"]
-        return body["data"]
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import GraphQLClient
+from tests.clients import GraphQLClient
 from tests.factories import row_counts
 
 

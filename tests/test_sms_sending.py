@@ -282,6 +282,23 @@ def test_operator_status_codes_are_retried_and_logged_at_error(
     assert name in record.getMessage()
 
 
+@pytest.mark.parametrize("status", [400, 403, 404])
+def test_an_http_4xx_from_the_gateway_is_retried_and_logged_for_an_operator(
+    session, gateway, task_queue, caplog, status
+):
+    notification = make_notification(session, phone=PHONE)
+    gateway.script(PHONE, f"http:{status}")
+
+    with caplog.at_level(logging.INFO):
+        assert run_send(session, notification.id) == "retry"
+
+    row = fresh(session, notification.id)
+    assert row.status == NotificationStatus.QUEUED
+    assert row.last_error == f"gateway HTTP {status}: check AT_API_URL and AT_USERNAME"
+    (record,) = task_records(caplog, logging.ERROR)
+    assert "AT_API_URL" in record.getMessage()
+
+
 def test_operator_status_codes_fail_once_attempts_are_used_up(session, gateway, caplog):
     notification = make_notification(session, phone=PHONE)
     gateway.script(PHONE, *[405] * MAX_ATTEMPTS)
@@ -803,3 +820,36 @@ def test_a_reused_pool_thread_starts_each_task_without_a_request_id():
     module._forget_request_id()
 
     assert request_id_var.get() is None
+
+
+# -- message text and gateway answers added after review ----------------------------------
+
+
+def test_typographic_quotes_in_the_company_name_keep_the_sms_in_gsm_7():
+    from models.notifications import message_body, sms_length
+
+    body = message_body(
+        NotificationKind.ORDER_PLACED,
+        company="Mama Mboga\u2019s Shop",
+        order_id=uuid.uuid4(),
+        total=Decimal("1200"),
+        currency="KES",
+    )
+
+    assert "Mama Mboga's Shop" in body
+    assert sms_length(body) == (len(body), 160)
+
+
+def test_a_non_gsm_company_name_still_fits_one_ucs2_sms():
+    from models.notifications import message_body, sms_length
+
+    body = message_body(
+        NotificationKind.ORDER_CONFIRMED,
+        company="\u041c\u0430\u0433\u0430\u0437\u0438\u043d \u0443 \u0434\u043e\u043c\u0430",
+        order_id=uuid.uuid4(),
+        total=Decimal("1200"),
+        currency="KES",
+    )
+
+    length, fits = sms_length(body)
+    assert length <= fits

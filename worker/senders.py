@@ -139,6 +139,13 @@ class AfricasTalkingSender:
                 error="the gateway refused our credentials: check AT_USERNAME and AT_API_KEY",
                 raw_reply=raw,
             )
+        if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
+            return result(
+                Outcome.RETRY_OPERATOR,
+                http_status=response.status_code,
+                error=f"gateway HTTP {response.status_code}: check AT_API_URL and AT_USERNAME",
+                raw_reply=raw,
+            )
         if response.status_code >= 500 or response.status_code in (408, 429):
             return result(
                 Outcome.RETRY,
