@@ -11,6 +11,7 @@ import base64
 import importlib
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -289,13 +290,22 @@ def db_rows(application: Flask, statement: Any) -> list[Any]:
 # -- a real Celery worker -------------------------------------------------------------------
 
 
+def procfile_pool() -> str:
+    """The pool the Procfile's `worker` process runs tasks in (Celery's default: prefork)."""
+    line = next(
+        line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("worker:")
+    )
+    match = re.search(r"--pool[= ](\S+)", line)
+    return match.group(1) if match else "prefork"
+
+
 class WorkerProcess:
     """`celery --app worker worker` as a subprocess on this run's queue; start, kill, stop."""
 
-    def __init__(self, env: dict[str, str], *, pool: str = "threads") -> None:
+    def __init__(self, env: dict[str, str], *, pool: str | None = None) -> None:
         self.env = env
         self.queue = env["CELERY_QUEUE"]
-        self.pool = pool
+        self.pool = pool or procfile_pool()
         self.process: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
         self.started = 0

@@ -5,7 +5,7 @@ delivery reports come back over HTTP, Redis outages and dead workers lose nothin
 
 from __future__ import annotations
 
-import re
+import json
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +40,7 @@ from tests.sms_support import (  # noqa: F401 - fixtures, used by name
     forget_unacked,
     gateway,
     gateway_server,
+    procfile_pool,
     sms_app,
     sms_http,
     sms_settings,
@@ -153,6 +154,29 @@ def test_a_placed_order_is_sent_by_the_worker(sms_app, call, gateway):
     assert row.cost == "KES 0.8000"
     assert row.attempts == 1
     assert [a.gateway_status_code for a in attempts(sms_app, row.id)] == [101]
+
+
+def test_one_request_id_is_seen_in_the_web_and_the_worker_logs_of_one_order(
+    sms_app, idp, gateway, celery_worker, caplog
+):
+    token = idp.issue_access_token("jane")
+    response = sms_app.test_client().post(
+        "/graphql",
+        json={"query": CREATE, "variables": {"input": {"price": "75.00"}}},
+        headers={"Authorization": f"Bearer {token}", "X-Request-ID": "trace-order-42"},
+    )
+    order_id = response.get_json()["data"]["createOrder"]["order"]["id"]
+
+    wait_until(sms_app, order_id, "ORDER_PLACED", NotificationStatus.SENT)
+
+    assert response.headers["X-Request-ID"] == "trace-order-42"
+    worker_lines = [
+        json.loads(line)
+        for line in celery_worker.output().splitlines()
+        if line.startswith("{") and "trace-order-42" in line
+    ]
+    assert worker_lines, "the worker logged nothing under the request's id"
+    assert {line["request_id"] for line in worker_lines} == {"trace-order-42"}
 
 
 def test_confirming_sends_a_second_sms(sms_app, call, gateway):
@@ -341,15 +365,6 @@ def test_an_sms_whose_worker_was_killed_mid_send_is_sent_again_after_the_lease(
 
 
 # -- task time limits -----------------------------------------------------------------------
-
-
-def procfile_pool() -> str:
-    """The pool the Procfile's `worker` process runs tasks in (Celery's default: prefork)."""
-    line = next(
-        line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("worker:")
-    )
-    match = re.search(r"--pool[= ](\S+)", line)
-    return match.group(1) if match else "prefork"
 
 
 @pytest.fixture
