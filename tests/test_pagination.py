@@ -75,7 +75,7 @@ def walk_connection(client, document: str, field: str, first: int, **variables):
         connection = client.execute(document, {"first": first, "after": after, **variables})[field]
         pages += 1
         edges = connection["edges"]
-        assert 1 <= len(edges) <= first or (pages == 1 and not edges)
+        assert 0 < len(edges) <= first or (pages == 1 and not edges)
         ids += [edge["node"]["id"] for edge in edges]
         info = connection["pageInfo"]
         if edges:
