@@ -8,11 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import DateTime, String, func, select
-from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.actors import Actor
-from models.db import db
+from models.db import UpdatedTimestamp, UUIDPrimaryKey, db
 from models.errors import DomainError, ErrorCode, ErrorCollector
 from models.pagination import Page, paginate
 from models.validation import (
@@ -34,7 +34,7 @@ class Customer(db.Model):
     __tablename__ = "customers"
     __mapper_args__ = {"eager_defaults": True}  # noqa: RUF012 - SQLAlchemy reads a dict
 
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    id: Mapped[UUIDPrimaryKey]
     code: Mapped[str] = mapped_column(String(MAX_CODE), unique=True)
     name: Mapped[str] = mapped_column(String(MAX_NAME))
     phone: Mapped[str | None] = mapped_column(String(20))
@@ -45,11 +45,7 @@ class Customer(db.Model):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.clock_timestamp(), index=True
     )
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True),
-        server_default=func.clock_timestamp(),
-        onupdate=func.clock_timestamp(),
-    )
+    updated_at: Mapped[UpdatedTimestamp]
 
 
 def generate_code() -> str:

@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from models.actors import Actor
-from models.db import db
+from models.db import Timestamp, UUIDPrimaryKey, db
 from models.errors import DomainError, ErrorCode
 from models.pagination import Page, paginate
 from models.validation import normalize_phone, parse_uuid
@@ -88,7 +88,7 @@ class Notification(db.Model):
         Index("ix_notifications_recent", "created_at", "id"),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    id: Mapped[UUIDPrimaryKey]
     order_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("orders.id", ondelete="CASCADE")
     )
@@ -97,20 +97,14 @@ class Notification(db.Model):
     body: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), server_default=NotificationStatus.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
-    next_attempt_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.clock_timestamp()
-    )
+    next_attempt_at: Mapped[Timestamp]
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     provider_message_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     cost: Mapped[str | None] = mapped_column(String(32))
     last_error: Mapped[str | None] = mapped_column(Text)
     request_id: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.clock_timestamp()
-    )
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.clock_timestamp()
-    )
+    created_at: Mapped[Timestamp]
+    updated_at: Mapped[Timestamp]
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -152,9 +146,7 @@ class DeliveryReport(db.Model):
     status: Mapped[str] = mapped_column(String(32))
     failure_reason: Mapped[str | None] = mapped_column(String(100))
     raw: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    received_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.clock_timestamp()
-    )
+    received_at: Mapped[Timestamp]
 
 
 # -- writing the outbox ---------------------------------------------------------------------

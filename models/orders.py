@@ -10,7 +10,7 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -18,7 +18,6 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -36,7 +35,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from models.actors import Actor
 from models.customers import Customer, find_customer
-from models.db import db
+from models.db import Timestamp, UpdatedTimestamp, UUIDPrimaryKey, db
 from models.errors import DomainError, ErrorCode, ErrorCollector
 from models.notifications import NotificationKind, OutboxMessage, enqueue
 from models.pagination import Page, paginate
@@ -82,7 +81,7 @@ class Order(db.Model):
         Index("ix_orders_status_recent", "status", "created_at", "id"),
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
+    id: Mapped[UUIDPrimaryKey]
     customer_id: Mapped[uuid.UUID] = mapped_column(
         UUID(as_uuid=True), ForeignKey("customers.id", ondelete="RESTRICT")
     )
@@ -94,14 +93,8 @@ class Order(db.Model):
     currency: Mapped[str] = mapped_column(String(3), server_default="KES")
     status: Mapped[str] = mapped_column(String(16), server_default=OrderStatus.NEW.value)
     created_by: Mapped[str] = mapped_column(String(255))
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.clock_timestamp()
-    )
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True),
-        server_default=func.clock_timestamp(),
-        onupdate=func.clock_timestamp(),
-    )
+    created_at: Mapped[Timestamp]
+    updated_at: Mapped[UpdatedTimestamp]
 
     customer: Mapped[Customer] = relationship(lazy="raise_on_sql")
 
@@ -119,9 +112,7 @@ class OrderEvent(db.Model):
     type: Mapped[str] = mapped_column(String(32))
     actor: Mapped[str] = mapped_column(String(255))
     data: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.clock_timestamp()
-    )
+    created_at: Mapped[Timestamp]
 
     # Declared so the unit of work inserts the order before its events.
     order: Mapped[Order] = relationship(lazy="raise_on_sql")
@@ -139,9 +130,7 @@ class IdempotencyKey(db.Model):
     order_id: Mapped[uuid.UUID | None] = mapped_column(
         UUID(as_uuid=True), ForeignKey("orders.id", ondelete="CASCADE")
     )
-    created_at: Mapped[datetime] = mapped_column(
-        DateTime(timezone=True), server_default=func.clock_timestamp()
-    )
+    created_at: Mapped[Timestamp]
 
 
 @dataclass(frozen=True)
