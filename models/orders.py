@@ -177,13 +177,12 @@ def _resolve_customer(
             ErrorCode.INVALID,
             "name the customer once: customerId, customerCode or userId",
         )
-    if not given:
+    field, value = given[0] if given else ("customerId", None)
+    if value is None or (field == "userId" and value.strip() == actor.subject):
+        # The caller itself, already loaded when the request authenticated: no query.
         if actor.customer_id is None:
             raise DomainError.single("customerId", ErrorCode.INVALID, "customerId is required")
-        return find_customer(
-            session, actor=actor, reference=str(actor.customer_id), field="customerId"
-        )
-    field, value = given[0]
+        return session.get_one(Customer, actor.customer_id)
     if field == "customerId" and parse_uuid(value) is None:
         raise DomainError.single(field, ErrorCode.INVALID, "customerId is not a valid id")
     return find_customer(session, actor=actor, reference=value.strip(), field=field)
