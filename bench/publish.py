@@ -1,0 +1,57 @@
+"""Publish Celery tasks to a queue from a process of its own, as fast as one connection can.
+
+    python -m bench.publish --broker redis://... --queue Q --task notifications.send --ids-file F
+    python -m bench.publish --broker redis://... --queue Q --task bench.noop --count 5000
+
+With --ids-file each line becomes the single argument of one task; with --count the tasks have
+no arguments. Prints one JSON line: {"published": N, "started": epoch, "finished": epoch}.
+
+It uses a bare Celery app of its own (only the broker URL and JSON), not the service's, so the
+same publisher feeds the SMS drain and the no-op drain alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from celery import Celery
+
+
+def publish(broker: str, queue: str, task: str, args_list: list[tuple[str, ...]]) -> dict:
+    """Send one task per entry of `args_list` over one pooled producer; return the timings."""
+    app = Celery("bench-publisher", broker=broker, set_as_current=False)
+    app.conf.update(task_serializer="json", accept_content=["json"], task_ignore_result=True)
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=3)
+        with app.producer_or_acquire() as producer:
+            started = time.time()
+            for args in args_list:
+                app.send_task(task, args=args, queue=queue, producer=producer)
+            finished = time.time()
+    return {"published": len(args_list), "started": started, "finished": finished}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.publish", description=__doc__)
+    parser.add_argument("--broker", required=True)
+    parser.add_argument("--queue", required=True)
+    parser.add_argument("--task", required=True)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ids-file", type=Path)
+    source.add_argument("--count", type=int)
+    args = parser.parse_args(argv)
+    if args.ids_file is not None:
+        lines = args.ids_file.read_text().split()
+        args_list: list[tuple[str, ...]] = [(line,) for line in lines]
+    else:
+        args_list = [()] * args.count
+    print(json.dumps(publish(args.broker, args.queue, args.task, args_list)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
