@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 from ariadne import graphql_sync, load_schema_from_path, make_executable_schema
 from ariadne.explorer import ExplorerGraphiQL
 from ariadne.validation import cost_validator
+from ariadne.validation.introspection_disabled import IntrospectionDisabledRule
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from graphql import (
     DocumentNode,
@@ -28,7 +30,7 @@ from graphql import (
     value_from_ast_untyped,
     visit,
 )
-from graphql.validation import ASTValidationRule, ValidationContext
+from graphql.validation import ASTValidationRule, ValidationContext, specified_rules, validate
 from sqlalchemy.exc import SQLAlchemyError
 
 from models.db import db
@@ -126,6 +128,14 @@ class FieldCounter(Visitor):
         self.count += 1
 
 
+@dataclass(frozen=True)
+class PreparedDocument:
+    """A parsed document and what the rules that ignore variables found wrong with it."""
+
+    document: DocumentNode
+    errors: tuple[GraphQLError, ...]
+
+
 class GraphQLService:
     """The schema and everything that does not change between requests."""
 
@@ -135,9 +145,14 @@ class GraphQLService:
         self.depth_rule = depth_limit(settings.graphql_max_depth)
         self.explorer = ExplorerGraphiQL(title="Order service")
         # Each distinct document is parsed once; clients send the same few documents.
-        self.parse = lru_cache(maxsize=512)(self._parse)
+        # Each distinct document is parsed and checked against the static rules once; clients
+        # send the same few documents. Only the cost, which depends on variables, is per request.
+        self.prepare = lru_cache(maxsize=512)(self._prepare)
 
-    def _parse(self, query: str) -> DocumentNode:
+    def parse(self, query: str) -> DocumentNode:
+        return self.prepare(query).document
+
+    def _prepare(self, query: str) -> PreparedDocument:
         document = parse(query, no_location=False, max_tokens=self.settings.graphql_max_tokens)
         # Validation compares fields pairwise; bounding their number bounds its cost.
         fields = FieldCounter()
@@ -148,7 +163,10 @@ class GraphQLService:
                 f"{self.settings.graphql_max_fields}.",
                 extensions={"code": "QUERY_TOO_LARGE"},
             )
-        return document
+        static_rules = (*specified_rules, self.depth_rule)
+        if self.settings.is_production:
+            static_rules += (IntrospectionDisabledRule,)
+        return PreparedDocument(document, tuple(validate(self.schema, document, static_rules)))
 
     def operation_name(self, data: dict[str, Any]) -> str | None:
         """The operation a request names, or its document's only named operation."""
@@ -165,10 +183,8 @@ class GraphQLService:
         ]
         return names[0] if len(names) == 1 else None
 
-    def parse_query(self, _context: Any, data: dict[str, Any]) -> DocumentNode:
-        return self.parse(data["query"])
-
-    def validation_rules(self, _context: Any, document: DocumentNode, data: dict[str, Any]):
+    def cost_rule(self, document: DocumentNode, data: dict[str, Any]) -> type[ASTValidationRule]:
+        """The cost limit for this document with this request's variables."""
         given = data.get("variables")
         variables = dict(given) if isinstance(given, dict) else {}
         # An omitted variable costs what its default says it is.
@@ -178,15 +194,12 @@ class GraphQLService:
                     name = variable.variable.name.value
                     if name not in variables and variable.default_value is not None:
                         variables[name] = value_from_ast_untyped(variable.default_value)
-        return [
-            self.depth_rule,
-            cost_validator(
-                maximum_cost=self.settings.graphql_max_cost,
-                default_cost=1,
-                variables=variables,
-                cost_map=COST_MAP,
-            ),
-        ]
+        return cost_validator(
+            maximum_cost=self.settings.graphql_max_cost,
+            default_cost=1,
+            variables=variables,
+            cost_map=COST_MAP,
+        )
 
     def format_error(self, error: GraphQLError, debug: bool = False) -> dict[str, Any]:
         """Shape an error; unexpected exceptions are logged and hidden in production."""
@@ -211,13 +224,25 @@ class GraphQLService:
         return formatted
 
     def execute(self, data: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+        try:
+            prepared = self.prepare(data["query"])
+        except GraphQLError as error:
+            return {"errors": [self.format_error(error)]}
+        cost_rule = self.cost_rule(prepared.document, data)
+
+        def validator(schema: GraphQLSchema, document: DocumentNode, **_: Any) -> list:
+            if prepared.errors:
+                return list(prepared.errors)
+            return validate(schema, document, (cost_rule,))
+
         _, result = graphql_sync(
             self.schema,
             data,
             context_value=context,
-            query_parser=self.parse_query,
-            validation_rules=self.validation_rules,
-            introspection=not self.settings.is_production,
+            query_document=prepared.document,
+            query_validator=validator,
+            validation_rules=[cost_rule],
+            introspection=True,  # checked with the static rules, once per document
             debug=not self.settings.is_production,
             error_formatter=self.format_error,
             logger=quiet,
