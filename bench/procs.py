@@ -242,8 +242,11 @@ class CpuMeter:
     what the machine used beyond all of those, i.e. noise from anything else running.
     """
 
-    def __init__(self, trees: Mapping[str, int]) -> None:
+    def __init__(self, trees: Mapping[str, int], split: Sequence[str] = ()) -> None:
+        # Trees named in `split` are also shown per child process ("web/1234"): whether the
+        # load is spread over gunicorn's workers.
         self.trees = dict(trees)
+        self.split = {name: children(self.trees[name]) for name in split if name in self.trees}
         self.started = time.monotonic()
         self.before = self._snapshot()
 
@@ -251,6 +254,8 @@ class CpuMeter:
         children_usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         own = resource.getrusage(resource.RUSAGE_SELF)
         snapshot = {name: _tree_cpu(pid) for name, pid in self.trees.items()}
+        for name, pids in self.split.items():
+            snapshot |= {f"{name}/{pid}": _tree_cpu(pid) for pid in pids}
         snapshot["postgres"] = _named_cpu(("postgres",))
         snapshot["redis"] = _named_cpu(("redis-server",))
         snapshot["loadgen"] = children_usage.ru_utime + children_usage.ru_stime
@@ -263,7 +268,7 @@ class CpuMeter:
         after = self._snapshot()
         wall = max(1e-6, time.monotonic() - self.started)
         used = {name: max(0.0, after[name] - self.before[name]) for name in after}
-        known = sum(value for name, value in used.items() if name != "machine")
+        known = sum(value for name, value in used.items() if name != "machine" and "/" not in name)
         used["other"] = max(0.0, used["machine"] - known)
         return {name: round(100 * value / wall, 1) for name, value in used.items()}
 

@@ -83,6 +83,7 @@ MY_ORDERS = (
 )
 ME = "query Me { me { id phone } }"
 SUCCESS = '"success":true'
+PHASES = ("create", "confirm", "my-orders", "drain")
 
 
 def _body(query: str, variables: dict[str, Any]) -> str:
@@ -158,6 +159,7 @@ class Settings:
     worker_pool: str | None
     worker_concurrency: int | None
     profile: bool
+    only: tuple[str, ...]
     results_path: Path
     log_dir: Path
 
@@ -188,9 +190,18 @@ def parse_settings(argv: list[str] | None) -> Settings:
     parser.add_argument(
         "--profile", action="store_true", help="py-spy the web workers under createOrder load"
     )
+    parser.add_argument(
+        "--only",
+        type=lambda text: tuple(part.strip() for part in text.split(",") if part.strip()),
+        default=PHASES,
+        metavar="PHASES",
+        help=f"comma-separated phases to run, of {','.join(PHASES)} (all); memory always",
+    )
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results.json")
     parser.add_argument("--log-dir", type=Path, default=ROOT / "var" / "bench")
     args = parser.parse_args(argv)
+    if unknown := set(args.only) - set(PHASES):
+        parser.error(f"unknown phase(s) {', '.join(sorted(unknown))}; of {', '.join(PHASES)}")
     smoke = args.smoke
     return Settings(
         smoke=smoke,
@@ -205,6 +216,7 @@ def parse_settings(argv: list[str] | None) -> Settings:
         worker_pool=args.worker_pool,
         worker_concurrency=args.worker_concurrency,
         profile=args.profile,
+        only=args.only,
         results_path=args.results,
         log_dir=args.log_dir,
     )
@@ -563,12 +575,21 @@ class Bench:
             for process in self.procs.started
             if process.name in ("web", "floor", "worker", "noop-worker", "sms-gateway")
         }
-        return CpuMeter(trees)
+        return CpuMeter(trees, split=("web", "floor"))
 
     def record_cpu(self, name: str, meter: CpuMeter) -> None:
         usage = meter.stop()
         self.measurements.setdefault("cpu_percent", {})[name] = usage
         say(f"{name}: {cpu_line(usage)}")
+        # gthread workers keep each keep-alive connection they accepted: with few long-lived
+        # client connections one worker may get nearly all of them, and the run its CPU only.
+        workers = [value for key, value in usage.items() if key.startswith("web/")]
+        if len(workers) > 1 and sum(workers) > 50 and min(workers) < 0.25 * max(workers):
+            self.notes.append(
+                f"{name}: load unbalanced across gunicorn workers "
+                f"({', '.join(f'{value:.0f}%' for value in workers)} CPU): the client's "
+                "keep-alive connections went mostly to one worker"
+            )
 
     def record_db(self, name: str, before: dict[str, int], operations: int) -> None:
         """PostgreSQL's counters over a measurement, in total and per request or task:
@@ -987,12 +1008,18 @@ class Bench:
         }
 
     def run(self) -> None:
+        """Every phase chosen (all by default), then the memory of what ran."""
+        only = self.settings.only
         self.start()
-        self.phase_create()
+        if "create" in only:
+            self.phase_create()
         self._start_workers()
-        self.phase_confirm()
-        self.phase_my_orders()
-        self.phase_drain()
+        if "confirm" in only:
+            self.phase_confirm()
+        if "my-orders" in only:
+            self.phase_my_orders()
+        if "drain" in only:
+            self.phase_drain()
         self.phase_memory()
 
 
@@ -1060,7 +1087,22 @@ def rows_for(measurements: dict[str, Any], settings: Settings) -> list[Row]:
         check("web worker peak RSS", memory.get("web_worker_peak_mb"), "MB", "<", 150),
         check("Celery worker peak RSS", memory.get("celery_worker_peak_mb"), "MB", "<", 200),
     ]
-    return rows
+    return [row for row in rows if _phase(row.metric) in (*settings.only, "memory")]
+
+
+def _phase(metric: str) -> str:
+    """The phase a row of the table belongs to."""
+    for prefix, phase in (
+        ("createOrder", "create"),
+        ("floor", "create"),
+        ("confirmOrder", "confirm"),
+        ("myOrders", "my-orders"),
+        ("SMS", "drain"),
+        ("Celery no-op", "drain"),
+    ):
+        if metric.startswith(prefix):
+            return phase
+    return "memory"
 
 
 def _short(count: int) -> str:
