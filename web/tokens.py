@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
@@ -22,6 +23,7 @@ from jose.exceptions import JOSEError
 log = logging.getLogger(__name__)
 
 MAX_TOKEN_BYTES = 8 * 1024
+VERIFIED_TOKENS_KEPT = 2048
 MAX_SUBJECT = 255  # OIDC caps sub at 255 ASCII characters
 LEEWAY_SECONDS = 30
 JWKS_TTL_SECONDS = 600
@@ -79,6 +81,10 @@ class JWKSCache:
             self._fetch(now, wait=False)
         return self._keys.get(kid)
 
+    def knows(self, kid: str) -> bool:
+        """Whether `kid` is among the signing keys we hold (no fetch)."""
+        return kid in self._keys
+
     def _stale(self, now: float) -> bool:
         return self._fetched_at is None or now - self._fetched_at >= JWKS_TTL_SECONDS
 
@@ -120,16 +126,40 @@ def _elapsed(now: float, since: float | None, seconds: float) -> bool:
     return since is None or now - since >= seconds
 
 
-@dataclass(frozen=True)
+@dataclass
 class TokenVerifier:
-    """Checks a bearer token's signature and claims; returns the claims."""
+    """Checks a bearer token's signature and claims; returns the claims.
+
+    A client sends the same token with every request until it expires, so a verified token
+    is remembered (by its exact text) until its `exp`, as long as its key is still published.
+    """
 
     keys: JWKSCache
     issuer: str
     audience: str
+    _verified: OrderedDict[str, tuple[str, dict[str, Any]]] = field(
+        default_factory=OrderedDict, repr=False
+    )
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def verify(self, token: str) -> dict[str, Any]:
         """The token's claims, or InvalidToken."""
+        with self._lock:
+            remembered = self._verified.get(token)
+            if remembered is not None:
+                self._verified.move_to_end(token)
+        if remembered is not None:
+            kid, claims = remembered
+            if time.time() <= claims["exp"] + LEEWAY_SECONDS and self.keys.knows(kid):
+                return claims
+        kid, claims = self._verify(token)
+        with self._lock:
+            self._verified[token] = (kid, claims)
+            if len(self._verified) > VERIFIED_TOKENS_KEPT:
+                self._verified.popitem(last=False)
+        return claims
+
+    def _verify(self, token: str) -> tuple[str, dict[str, Any]]:
         if len(token) > MAX_TOKEN_BYTES:
             raise InvalidToken("token too large")
         if token.count(".") != 2:
@@ -173,7 +203,9 @@ class TokenVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not 1 <= len(subject) <= MAX_SUBJECT:
             raise InvalidToken("no usable subject")
-        return claims
+        if not isinstance(claims.get("exp"), int | float):
+            raise InvalidToken("exp is not a number")
+        return kid, claims
 
 
 def roles_from_claims(claims: dict[str, Any], client_id: str) -> frozenset[str]:
