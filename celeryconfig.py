@@ -13,7 +13,8 @@ _settings = Settings.from_env()
 
 # Retries wait at most SMS_BACKOFF_CAP seconds and a task runs at most task_time_limit
 # seconds; Redis redelivers an unacknowledged task after visibility_timeout, so it must be
-# longer than both together or a waiting retry would run twice.
+# longer than both together or a waiting retry would run twice. (The thread pool of the
+# Procfile does not enforce the time limits; there the sender's timeouts bound a send.)
 task_soft_time_limit = 40
 task_time_limit = 45
 visibility_timeout = 3600

@@ -5,9 +5,15 @@ from datetime import datetime
 from typing import Annotated
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import DateTime, MetaData, func
+from sqlalchemy import DateTime, MetaData, event, func
 from sqlalchemy.dialects.postgresql import UUID
-from sqlalchemy.orm import DeclarativeBase, mapped_column
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    ORMExecuteState,
+    Session,
+    SessionTransaction,
+    mapped_column,
+)
 
 
 class Base(DeclarativeBase):
@@ -43,3 +49,32 @@ UpdatedTimestamp = Annotated[
         onupdate=func.clock_timestamp(),
     ),
 ]
+
+
+# -- has this transaction written anything? -------------------------------------------------
+# A domain operation refused before it wrote can be undone by rolling back the transaction
+# when nothing else was written in it, which costs no round trip; otherwise it runs inside a
+# savepoint. Both ORM flushes and Core INSERT/UPDATE/DELETE statements count as writes.
+_WROTE = "wrote"
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _note_statement(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        state.session.info[_WROTE] = True
+
+
+@event.listens_for(Session, "after_flush")
+def _note_flush(session: Session, _context: object) -> None:
+    session.info[_WROTE] = True
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_writes(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_WROTE, None)
+
+
+def has_written(session: Session) -> bool:
+    """Whether the session's current transaction has written anything."""
+    return bool(session.info.get(_WROTE))

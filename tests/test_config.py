@@ -172,6 +172,9 @@ def test_production_refuses_a_weak_secret_key(secret):
         ("OIDC_ISSUER", "auth.example.com/realms/donfiles"),
         ("OIDC_JWKS_URL", "ftp://auth.example.com/certs"),
         ("AT_API_URL", "127.0.0.1:9000"),
+        ("SMS_TIMEOUT", "45"),
+        ("SMS_TIMEOUT", "0"),
+        ("SMS_MAX_ATTEMPTS", "none"),
     ],
 )
 def test_production_refuses_a_malformed_value_naming_it(name, value):

@@ -231,11 +231,10 @@ def test_pods_run_the_procfile_commands(process, workload):
         assert reference in names, f"{workload}: $({reference}) is not set"
 
 
-def test_worker_uses_gevent_and_sends_events():
-    # gevent: sending is waiting on the gateway, and unlike threads it enforces time limits.
+def test_worker_uses_threads_and_sends_events():
     command = _container("worker")["command"]
 
-    assert "--pool=gevent" in command
+    assert "--pool=threads" in command
     assert "--events" in command
 
 

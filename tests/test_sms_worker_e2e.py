@@ -368,10 +368,11 @@ def test_an_sms_whose_worker_was_killed_mid_send_is_sent_again_after_the_lease(
 
 
 @pytest.fixture
-def limited_worker(database_url, gateway_server, settings):
-    """A worker in the Procfile's pool, on a queue of its own."""
-    env = worker_env(database_url, gateway_server.url, f"{settings.celery_queue}-limits")
-    process = WorkerProcess(env, pool=procfile_pool())
+def impatient_worker(database_url, gateway_server, settings):
+    """A worker in the Procfile's pool, on a queue of its own, that waits 1 s for the gateway."""
+    env = worker_env(database_url, gateway_server.url, f"{settings.celery_queue}-impatient")
+    env["SMS_TIMEOUT"] = "1"
+    process = WorkerProcess(env)
     process.start()
     yield process
     process.stop()
@@ -405,25 +406,22 @@ def queued_row(application) -> uuid.UUID:
             db.session.remove()
 
 
-def test_the_worker_pool_enforces_the_task_time_limits(sms_app, gateway, limited_worker):
-    """celeryconfig's task_time_limit is what keeps a send shorter than its 60 s lease (and
-    the visibility timeout); Celery enforces time limits in the prefork and gevent pools only."""
+def test_a_send_that_outlives_sms_timeout_is_abandoned_long_before_its_lease(
+    sms_app, gateway, impatient_worker
+):
+    """The thread pool does not enforce Celery's time limits, so the sender's own timeouts
+    (connect 3 s, then SMS_TIMEOUT) are what keep a send far shorter than its 60 s lease."""
     notification_id = queued_row(sms_app)
-    gateway.latency = 3.5  # a send that outlives both limits
+    gateway.latency = 5  # the gateway answers after the worker stopped waiting
 
-    # celeryconfig's 40 s / 45 s, scaled down to 1 s / 2 s for the test (the limits travel in
-    # the message, as the configured ones do).
-    send_notification.apply_async(
-        (str(notification_id),), queue=limited_worker.queue, soft_time_limit=1, time_limit=2
-    )
+    send_notification.apply_async((str(notification_id),), queue=impatient_worker.queue)
 
-    def settled():
-        """the send to finish or be stopped by a time limit"""
+    def retried():
+        """the send to be given up and queued again"""
         row = read(sms_app, select(Notification).where(Notification.id == notification_id))[0]
-        stopped = "time limit" in limited_worker.output().lower()
-        return stopped or row.status in (NotificationStatus.SENT, NotificationStatus.FAILED)
+        return row if row.status == NotificationStatus.QUEUED and row.attempts == 1 else None
 
-    wait_for(settled, timeout=10)
-    assert "time limit" in limited_worker.output().lower(), (
-        f"a task ran past its 2 s time limit in the {procfile_pool()!r} pool unchecked"
-    )
+    row = wait_for(retried, timeout=4)
+    assert row.last_error == "the gateway did not answer in time"
+    (attempt,) = attempts(sms_app, notification_id)
+    assert 900 <= attempt.duration_ms < 3000

@@ -18,6 +18,9 @@ DEVELOPMENT = "development"
 DEV_SECRET_KEY = "dev-insecure-secret-key"  # noqa: S105 - refused in production below
 
 
+# A send must end well inside the worker's 60-second lease on its notification.
+MAX_SMS_TIMEOUT = 30.0
+
 PRODUCTION_REQUIRED = (
     "secret_key",
     "database_url",
@@ -53,6 +56,13 @@ def _http_url(value: str) -> str:
     if not value.startswith(("http://", "https://")):
         raise ValueError("expected an http:// or https:// URL")
     return value.rstrip("/")
+
+
+def _sms_timeout(value: str) -> float:
+    seconds = float(value)
+    if not 0 < seconds <= MAX_SMS_TIMEOUT:
+        raise ValueError(f"expected seconds above 0 and at most {MAX_SMS_TIMEOUT:g}")
+    return seconds
 
 
 def _positive_int(value: str) -> int:
@@ -176,7 +186,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("SMS_MAX_ATTEMPTS", "sms_max_attempts", _positive_int),
     ("SMS_BACKOFF_BASE", "sms_backoff_base", _positive_int),
     ("SMS_BACKOFF_CAP", "sms_backoff_cap", _positive_int),
-    ("SMS_TIMEOUT", "sms_timeout", float),
+    ("SMS_TIMEOUT", "sms_timeout", _sms_timeout),
     ("CELERY_QUEUE", "celery_queue", str),
     ("PROMETHEUS_MULTIPROC_DIR", "metrics_dir", str),
     ("SENTRY_DSN", "sentry_dsn", _http_url),

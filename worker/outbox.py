@@ -94,13 +94,19 @@ class Relay:
 
 
 def _after_commit(session: Session) -> None:
+    # SQLAlchemy calls this for savepoints too; only the real commit makes rows visible.
+    if session.in_nested_transaction():
+        return
     ids = session.info.pop(OUTBOX_KEY, None)
     if ids and has_app_context():
         current_app.extensions["outbox_relay"].submit(ids)
 
 
 def _after_rollback(session: Session) -> None:
-    session.info.pop(OUTBOX_KEY, None)
+    # A rolled-back savepoint may leave ids of rows that never were: publishing them costs a
+    # task that finds nothing, while dropping them could delay the real ones to the sweep.
+    if not session.in_nested_transaction():
+        session.info.pop(OUTBOX_KEY, None)
 
 
 def init_app(app: Flask, broker_url: str, queue_name: str) -> None:

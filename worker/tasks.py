@@ -31,7 +31,8 @@ from worker.senders import Outcome, SendResult, SmsSender, build_sender
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(seconds=60)  # longer than the task's hard time limit
+# Far longer than a send can take: connect 3 s, then SMS_TIMEOUT (at most 30 s).
+LEASE = timedelta(seconds=60)
 SWEEP_GRACE = timedelta(seconds=45)  # a row this overdue lost its task (or never had one)
 SWEEP_BATCH = 500
 

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from graphql import GraphQLError, GraphQLResolveInfo
 
 from models.actors import Actor
-from models.db import db
+from models.db import db, has_written
 from models.errors import DomainError, ErrorCode, FieldError
 from web.config import Settings
 
@@ -62,13 +62,20 @@ def query(
 def mutation(
     operation: Callable[..., T], info: GraphQLResolveInfo, **kwargs: Any
 ) -> tuple[T | None, tuple[FieldError, ...]]:
-    """Run one domain operation in a savepoint: all of its writes, or none of them."""
+    """Run one domain operation: all of its writes, or none of them. When the transaction
+    holds nothing else yet, a refusal rolls it back; otherwise a savepoint keeps the rest."""
     actor = actor_of(info)
     session = db.session
+    if has_written(session):
+        try:
+            with session.begin_nested():
+                return operation(session, actor=actor, **kwargs), ()
+        except DomainError as error:
+            return None, error.errors
     try:
-        with session.begin_nested():
-            return operation(session, actor=actor, **kwargs), ()
+        return operation(session, actor=actor, **kwargs), ()
     except DomainError as error:
+        session.rollback()
         return None, error.errors
 
 
