@@ -58,6 +58,9 @@ class Auth:
             phone=claims.get("phone_number"),
             region=self.settings.default_region,
         )
+        # Held for the request, so the session's (weak) identity map keeps it: orders placed
+        # for the caller then need no query for it.
+        db.session.info["caller_customer"] = customer
         return Actor(
             subject=claims["sub"],
             roles=roles,
