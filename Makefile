@@ -12,10 +12,10 @@ PYTEST_ARGS ?=
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv tools run test lint format migrate clean
+.PHONY: help venv tools run test bench bench-smoke lint format migrate clean
 
 help: ## List targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,15 @@ tools:
 			apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
 				apt-get install -y -qq docker-compose >/dev/null; \
 		else echo "note: install docker-compose to validate docker-compose.yml"; fi; }
+
+bench: venv ## Benchmark the service beside its raw floor (bench/README.md); fails if a target is missed
+	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+		else echo "note: no wrk; the Python load generator is used"; fi; }
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-smoke: venv ## The benchmark in seconds per step: checks that it works, never the timings
+	$(BIN)/python -m bench.run --smoke
 
 lint: venv ## Check style and formatting with ruff
 	$(BIN)/ruff check .
