@@ -136,7 +136,14 @@ class DeliveryReport(db.Model):
     """A delivery report exactly as the gateway posted it, matched or not."""
 
     __tablename__ = "delivery_reports"
-    __table_args__ = (Index("ix_delivery_reports_message", "provider_message_id"),)
+    __table_args__ = (
+        Index("ix_delivery_reports_message", "provider_message_id"),
+        Index(
+            "ix_delivery_reports_unmatched",
+            "received_at",
+            postgresql_where="notification_id IS NULL",
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     notification_id: Mapped[uuid.UUID | None] = mapped_column(
@@ -303,23 +310,36 @@ def _first_bytes(text: str | None, limit: int) -> str | None:
 
 
 def _move(
-    session: Session, notification_id: uuid.UUID, from_: tuple[str, ...], **values: Any
+    session: Session,
+    notification_id: uuid.UUID,
+    from_: tuple[str, ...],
+    claimed: int | None = None,
+    **values: Any,
 ) -> bool:
+    statement = update(Notification).where(
+        Notification.id == notification_id, Notification.status.in_(from_)
+    )
+    if claimed is not None:
+        # Only the claim that made this attempt may settle it: after an expired lease the
+        # sweep may have handed the row to another worker (whose claim counted one more).
+        statement = statement.where(Notification.attempts == claimed)
     result = session.execute(
-        update(Notification)
-        .where(Notification.id == notification_id, Notification.status.in_(from_))
-        .values(updated_at=func.clock_timestamp(), **values)
-        .execution_options(synchronize_session=False)
+        statement.values(updated_at=func.clock_timestamp(), **values).execution_options(
+            synchronize_session=False
+        )
     )
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
-def mark_sent(session: Session, notification: Notification, *, message_id: str, cost: str | None):
+def mark_sent(
+    session: Session, notification: Notification, *, message_id: str | None, cost: str | None
+) -> bool:
     """The gateway accepted the message. A report that raced ahead of us is applied now."""
     moved = _move(
         session,
         notification.id,
         (NotificationStatus.SENDING, NotificationStatus.QUEUED),
+        claimed=notification.attempts,
         status=NotificationStatus.SENT,
         provider_message_id=message_id,
         cost=cost,
@@ -327,7 +347,7 @@ def mark_sent(session: Session, notification: Notification, *, message_id: str, 
         lease_expires_at=None,
         sent_at=func.clock_timestamp(),
     )
-    if moved:
+    if moved and message_id:
         early = session.scalars(
             select(DeliveryReport)
             .where(DeliveryReport.provider_message_id == message_id)
@@ -345,6 +365,7 @@ def mark_retry(session: Session, notification: Notification, *, error: str, dela
         session,
         notification.id,
         (NotificationStatus.SENDING,),
+        claimed=notification.attempts,
         status=NotificationStatus.QUEUED,
         last_error=error,
         lease_expires_at=None,
@@ -358,6 +379,7 @@ def mark_failed(session: Session, notification: Notification, *, error: str) -> 
         session,
         notification.id,
         (NotificationStatus.SENDING, NotificationStatus.QUEUED),
+        claimed=notification.attempts,
         status=NotificationStatus.FAILED,
         last_error=error,
         lease_expires_at=None,
@@ -385,37 +407,52 @@ def due_for_sweep(session: Session, *, grace: timedelta, limit: int) -> list[uui
     )
 
 
-def requeue_expired_leases(session: Session, *, limit: int) -> list[uuid.UUID]:
-    """SENDING rows whose worker died mid-send go back to QUEUED, due now.
+def requeue_expired_leases(
+    session: Session, *, limit: int, max_attempts: int
+) -> tuple[list[uuid.UUID], int]:
+    """SENDING rows whose worker died mid-send go back to QUEUED, due now; those that have
+    used up their attempts fail instead. Returns (ids queued again, how many failed).
 
     The gateway takes no idempotency key, so we cannot know whether that send went out:
     we send again (at least once) rather than risk a lost SMS; the caller counts these.
     """
-    expired = (
-        select(Notification.id)
-        .where(
-            Notification.status == NotificationStatus.SENDING,
-            Notification.lease_expires_at < func.clock_timestamp(),
-        )
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    return list(
-        session.scalars(
-            update(Notification)
-            .where(Notification.id.in_(expired), Notification.status == NotificationStatus.SENDING)
-            .values(
-                status=NotificationStatus.QUEUED,
-                lease_expires_at=None,
-                next_attempt_at=func.clock_timestamp(),
-                last_error="the worker stopped mid-send (lease expired); sending again",
-                updated_at=func.clock_timestamp(),
+
+    def expired(*conditions: Any) -> Any:
+        return (
+            select(Notification.id)
+            .where(
+                Notification.status == NotificationStatus.SENDING,
+                Notification.lease_expires_at < func.clock_timestamp(),
+                *conditions,
             )
-            .returning(Notification.id)
-            .execution_options(synchronize_session=False)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
         )
+
+    def settle(ids: Any, **values: Any) -> list[uuid.UUID]:
+        return list(
+            session.scalars(
+                update(Notification)
+                .where(Notification.id.in_(ids), Notification.status == NotificationStatus.SENDING)
+                .values(lease_expires_at=None, updated_at=func.clock_timestamp(), **values)
+                .returning(Notification.id)
+                .execution_options(synchronize_session=False)
+            )
+        )
+
+    failed = settle(
+        expired(Notification.attempts >= max_attempts),
+        status=NotificationStatus.FAILED,
+        last_error="the worker stopped mid-send on every attempt; giving up",
     )
+    requeued = settle(
+        expired(Notification.attempts < max_attempts),
+        status=NotificationStatus.QUEUED,
+        next_attempt_at=func.clock_timestamp(),
+        last_error="the worker stopped mid-send (lease expired); sending again",
+    )
+    return requeued, len(failed)
 
 
 # -- delivery reports -----------------------------------------------------------------------
@@ -466,6 +503,25 @@ def record_delivery_report(session: Session, *, form: dict[str, str]) -> Notific
     if notification is not None:
         _apply_report(session, notification.id, report)
     return notification
+
+
+def match_late_reports(session: Session, *, within: timedelta, limit: int) -> int:
+    """Apply reports stored as unknown because they raced ahead of the worker recording SENT
+    (each side committed before it could see the other); returns how many matched."""
+    rows = session.execute(
+        select(DeliveryReport, Notification.id)
+        .join(Notification, Notification.provider_message_id == DeliveryReport.provider_message_id)
+        .where(
+            DeliveryReport.notification_id.is_(None),
+            DeliveryReport.received_at > func.clock_timestamp() - within,
+        )
+        .order_by(DeliveryReport.id)
+        .limit(limit)
+    ).all()
+    for report, notification_id in rows:
+        report.notification_id = notification_id
+        _apply_report(session, notification_id, report)
+    return len(rows)
 
 
 # -- reading and resending ------------------------------------------------------------------

@@ -14,10 +14,11 @@ PRODUCTION = {
     "REDIS_URL": "redis://cache.internal:6379/0",
     "OIDC_ISSUER": "https://auth.example.com/realms/donfiles",
     "OIDC_CLIENT_ID": "customer_api",
-    "OIDC_CLIENT_SECRET": "client-secret",
+    "OIDC_CLIENT_SECRET": "oidc-9c1e4b7a",
     "AT_USERNAME": "donfiles",
     "AT_API_KEY": "at-api-key",
-    "AT_CALLBACK_SECRET": "callback-secret",
+    "AT_CALLBACK_SECRET": "cb-7f3a9d2e",
+    "FLOWER_BASIC_AUTH": "ops:s3cure-Flower-pw",
 }
 REQUIRED = [name for name in PRODUCTION if name not in ("APP_ENV", "OIDC_CLIENT_ID", "AT_USERNAME")]
 
@@ -185,3 +186,18 @@ def test_production_refuses_a_malformed_value_naming_it(name, value):
 def test_a_malformed_value_is_refused_in_development_too():
     with pytest.raises(ConfigError, match="GRAPHQL_MAX_DEPTH"):
         Settings.from_env({"GRAPHQL_MAX_DEPTH": "ten"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SECRET_KEY", "change-me-to-32-or-more-random-characters"),
+        ("OIDC_CLIENT_SECRET", "change-me"),
+        ("AT_API_KEY", "set-me"),
+        ("AT_CALLBACK_SECRET", "REPLACE_ME"),
+        ("FLOWER_BASIC_AUTH", "admin:change-me"),
+    ],
+)
+def test_production_refuses_placeholder_secrets(name, value):
+    with pytest.raises(ConfigError, match=f"placeholder value.*{name}"):
+        Settings.from_env(without(**{name: value}))

@@ -309,7 +309,8 @@ def test_a_report_that_arrives_before_sent_is_recorded_is_applied_then(
     assert post_report(client, message_id, status).status_code == 200
     assert fresh(session, notification.id).status == NotificationStatus.SENDING
 
-    assert mark_sent(session, notification, message_id=message_id, cost="KES 0.8000")
+    claimed = fresh(session, notification.id)  # as the worker's claim returned it
+    assert mark_sent(session, claimed, message_id=message_id, cost="KES 0.8000")
     session.commit()
 
     row = fresh(session, notification.id)
@@ -325,7 +326,7 @@ def test_early_reports_are_applied_in_the_order_they_came(session, client):
     for status in ("Buffered", "Success", "Failed"):
         post_report(client, message_id, status)
 
-    mark_sent(session, notification, message_id=message_id, cost=None)
+    mark_sent(session, fresh(session, notification.id), message_id=message_id, cost=None)
     session.commit()
 
     row = fresh(session, notification.id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -171,20 +172,43 @@ def test_seed_refuses_production(production_app):
     assert "development only" in result.output
 
 
-def test_docker_compose_file_validates():
+COMPOSE_SECRETS = {
+    "SECRET_KEY": "k" * 40,
+    "OIDC_CLIENT_SECRET": "oidc-secret-for-validation",
+    "AT_API_KEY": "at-key-for-validation",
+    "AT_CALLBACK_SECRET": "callback-secret-for-validation",
+    "FLOWER_BASIC_AUTH": "ops:flower-password-for-validation",
+    "KEYCLOAK_ADMIN_PASSWORD": "keycloak-password-for-validation",
+}
+
+
+def _compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     compose = shutil.which("docker-compose")
     assert compose, (
         "docker-compose is needed to validate docker-compose.yml (apt-get install docker-compose)"
     )
-    result = subprocess.run(
+    base = {k: v for k, v in os.environ.items() if k not in COMPOSE_SECRETS}
+    return subprocess.run(
         [compose, "-f", str(ROOT / "docker-compose.yml"), "config", "--quiet"],
         capture_output=True,
         text=True,
         check=False,
         cwd=ROOT,
+        env={**base, **env},
     )
 
+
+def test_docker_compose_file_validates_with_the_secrets_set():
+    result = _compose_config(COMPOSE_SECRETS)
+
     assert result.returncode == 0, result.stderr
+
+
+def test_docker_compose_refuses_to_start_without_real_secrets():
+    result = _compose_config({k: v for k, v in COMPOSE_SECRETS.items() if k != "SECRET_KEY"})
+
+    assert result.returncode != 0
+    assert "set SECRET_KEY in .env" in result.stderr
 
 
 @pytest.mark.parametrize("process", ["release", "web", "worker", "beat", "flower"])

@@ -592,7 +592,13 @@ def test_the_sweep_leaves_final_and_sent_rows_alone(session, task_queue):
         )
         ids.append((notification.id, status))
 
-    assert sweep() == {"lease_expired": 0, "republished": 0, "keys_purged": 0}
+    assert sweep() == {
+        "lease_expired": 0,
+        "gave_up": 0,
+        "republished": 0,
+        "late_reports": 0,
+        "keys_purged": 0,
+    }
 
     for notification_id, status in ids:
         assert fresh(session, notification_id).status == status
@@ -853,3 +859,65 @@ def test_a_non_gsm_company_name_still_fits_one_ucs2_sms():
 
     length, fits = sms_length(body)
     assert length <= fits
+
+
+# -- leases, stale claims and late reports ------------------------------------------------------
+
+
+def test_a_lease_that_expires_on_the_last_attempt_fails_the_sms_instead_of_looping(
+    session, task_queue, caplog
+):
+    notification = make_notification(session, phone=PHONE)
+    set_row(
+        session,
+        notification.id,
+        "status = 'SENDING', attempts = :n, lease_expires_at = clock_timestamp() - interval '1 s'",
+        n=MAX_ATTEMPTS,
+    )
+
+    with caplog.at_level(logging.INFO):
+        result = sweep()
+
+    assert (result["gave_up"], result["lease_expired"]) == (1, 0)
+    row = fresh(session, notification.id)
+    assert row.status == NotificationStatus.FAILED
+    assert "every attempt" in row.last_error
+    assert publications_of(notification.id, task_queue) == []
+
+
+def test_a_claim_that_lost_its_lease_cannot_settle_the_sms(session):
+    from models.notifications import mark_failed
+
+    notification = make_notification(session, phone=PHONE)
+    set_row(session, notification.id, "status = 'SENDING', attempts = 1")
+    stale = fresh(session, notification.id)
+    session.expunge(stale)  # the first worker's copy, as its claim returned it
+    # Meanwhile the sweep took the row back and another worker claimed it: attempt 2.
+    set_row(session, notification.id, "status = 'SENDING', attempts = 2")
+
+    assert mark_failed(session, stale, error="the first worker's late verdict") is False
+    session.commit()
+
+    row = fresh(session, notification.id)
+    assert (row.status, row.last_error) == (NotificationStatus.SENDING, None)
+
+
+def test_the_sweep_applies_a_report_that_raced_ahead_of_sent(sms_app, session):
+    notification = make_notification(session, phone=PHONE)
+    message_id = f"ATXid_{uuid.uuid4().hex}"
+    response = sms_app.test_client().post(
+        "/callbacks/africastalking/delivery?key=cb-secret",
+        data={"id": message_id, "status": "Success", "phoneNumber": PHONE},
+    )
+    assert response.status_code == 200
+    # The worker's SENT lands after the report was stored as unknown, and does not see it.
+    set_row(
+        session,
+        notification.id,
+        "status = 'SENT', attempts = 1, provider_message_id = :mid",
+        mid=message_id,
+    )
+
+    assert sweep()["late_reports"] == 1
+
+    assert fresh(session, notification.id).status == NotificationStatus.DELIVERED

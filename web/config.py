@@ -29,7 +29,11 @@ PRODUCTION_REQUIRED = (
     "oidc_client_secret",
     "at_api_key",
     "at_callback_secret",
+    "flower_basic_auth",
 )
+SECRETS = ("secret_key", "oidc_client_secret", "at_api_key", "at_callback_secret")
+# Values shipped in templates and examples: never a real secret.
+PLACEHOLDERS = ("change-me", "changeme", "replace_me", "replace-me", "set-me")
 
 
 class ConfigError(RuntimeError):
@@ -155,6 +159,18 @@ class Settings:
         ]
         if missing:
             raise ConfigError(f"missing required setting(s) in production: {', '.join(missing)}")
+        flower_password = (self.flower_basic_auth or "").partition(":")[2]
+        candidates = {env_names[attribute]: getattr(self, attribute) for attribute in SECRETS}
+        candidates["FLOWER_BASIC_AUTH"] = flower_password
+        placeholders = [
+            name
+            for name, value in candidates.items()
+            if value and value.lower().startswith(PLACEHOLDERS)
+        ]
+        if placeholders:
+            raise ConfigError(
+                f"placeholder value(s) in production: {', '.join(placeholders)}; set real secrets"
+            )
         if len(self.secret_key) < 32:
             raise ConfigError("SECRET_KEY is too short for production: use 32 characters or more")
 

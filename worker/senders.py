@@ -176,7 +176,7 @@ class AfricasTalkingSender:
         if code in ACCEPTED_CODES:
             return result(
                 Outcome.ACCEPTED,
-                message_id=str(recipient.get("messageId")),
+                message_id=_message_id(recipient.get("messageId")),
                 cost=str(recipient.get("cost", ""))[:32] or None,
                 **fields,
             )
@@ -186,6 +186,13 @@ class AfricasTalkingSender:
         if code in PERMANENT_CODES:
             return result(Outcome.PERMANENT, error=error, **fields)
         return result(Outcome.RETRY, error=error, **fields)
+
+
+def _message_id(value: object) -> str | None:
+    # The gateway says "None" for a recipient it did not accept; an id must fit the column.
+    if not isinstance(value, str) or value.strip() in ("", "None"):
+        return None
+    return value.strip()[:100]
 
 
 def build_sender(settings: Settings) -> SmsSender:

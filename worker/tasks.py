@@ -18,6 +18,7 @@ from models.notifications import (
     mark_failed,
     mark_retry,
     mark_sent,
+    match_late_reports,
     record_attempt,
     requeue_expired_leases,
     sendable_phone,
@@ -94,7 +95,7 @@ def send_notification(notification_id: str) -> str:
     )
     retry_in = None
     if result.outcome is Outcome.ACCEPTED:
-        mark_sent(session, notification, message_id=result.message_id or "", cost=result.cost)
+        mark_sent(session, notification, message_id=result.message_id, cost=result.cost)
     elif result.outcome in (Outcome.RETRY, Outcome.RETRY_OPERATOR) and (
         notification.attempts < settings.sms_max_attempts
     ):
@@ -121,8 +122,12 @@ def sweep() -> dict[str, int]:
     """Every 30 s: take back leases of dead workers, re-publish overdue QUEUED rows, and
     forget idempotency keys older than a day."""
     session = db.session
-    requeued = requeue_expired_leases(session, limit=SWEEP_BATCH)
+    requeued, gave_up = requeue_expired_leases(
+        session, limit=SWEEP_BATCH, max_attempts=_settings().sms_max_attempts
+    )
     session.commit()
+    if gave_up:
+        log.error("%d SMS failed: their worker stopped mid-send on every attempt", gave_up)
     if requeued:
         SWEEP_RESENDS.labels("lease_expired").inc(len(requeued))
         log.warning("re-sending %d SMS whose worker stopped mid-send", len(requeued))
@@ -131,6 +136,13 @@ def sweep() -> dict[str, int]:
     SWEEP_RESENDS.labels("overdue").inc(len(due))
     for notification_id in {*requeued, *due}:
         send_notification.apply_async((str(notification_id),))
+    matched = match_late_reports(session, within=timedelta(hours=1), limit=SWEEP_BATCH)
     purged = purge_expired_idempotency_keys(session)
     session.commit()
-    return {"lease_expired": len(requeued), "republished": len(due), "keys_purged": purged}
+    return {
+        "lease_expired": len(requeued),
+        "gave_up": gave_up,
+        "republished": len(due),
+        "late_reports": matched,
+        "keys_purged": purged,
+    }

@@ -77,6 +77,9 @@ def mutation(
     except DomainError as error:
         session.rollback()
         return None, error.errors
+    except Exception:
+        session.rollback()  # a bug must not leave half of an operation to be committed
+        raise
 
 
 def payload(
