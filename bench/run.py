@@ -347,6 +347,7 @@ class Bench:
             "AT_API_KEY": self.at_api_key,
             "AT_API_URL": self.gateway_url,
             "AT_CALLBACK_SECRET": secrets.token_urlsafe(24),
+            "FLOWER_BASIC_AUTH": f"bench:{secrets.token_urlsafe(16)}",
             "CELERY_QUEUE": self.sms_queue,
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             "HOST": "127.0.0.1",
