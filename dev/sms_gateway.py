@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hmac
+import json
 import re
 import socket
 import sys
@@ -84,10 +85,13 @@ def check_outcome(outcome: Any) -> Outcome:
             return word
         if kind == "http" and code.isdigit() and 400 <= int(code) <= 599:
             return f"http:{int(code)}"
+        if kind == "batch" and code:
+            # The gateway refusing the whole request, e.g. "batch:InvalidSenderId".
+            return f"batch:{outcome.strip().partition(':')[2]}"
     codes = ", ".join(map(str, STATUS_NAMES))
     raise ValueError(
         f"unknown SMS outcome {outcome!r}: expected a statusCode ({codes}), "
-        "'http:NNN' (400-599), 'timeout', 'close' or 'garbage'"
+        "'http:NNN' (400-599), 'batch:<Message>', 'timeout', 'close' or 'garbage'"
     )
 
 
@@ -331,6 +335,9 @@ class FakeSmsGateway:
             return _text(401, AUTH_ERROR)
         if transport.startswith("http:"):
             return _html_error(int(transport[5:]))
+        if transport.startswith("batch:"):
+            reply = {"SMSMessageData": {"Message": transport[6:], "Recipients": []}}
+            return _text(201, json.dumps(reply), _JSON)
         if transport == "garbage":
             return _text(201, '{"SMSMessageData": {"Message": "Sent to 1/1 Total Co', _JSON)
         if transport == "timeout":

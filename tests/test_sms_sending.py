@@ -921,3 +921,20 @@ def test_the_sweep_applies_a_report_that_raced_ahead_of_sent(sms_app, session):
     assert sweep()["late_reports"] == 1
 
     assert fresh(session, notification.id).status == NotificationStatus.DELIVERED
+
+
+@pytest.mark.parametrize("message", ["InvalidSenderId", "InsufficientBalance"])
+def test_a_refusal_of_the_whole_request_is_an_operators_retry(
+    session, gateway, task_queue, caplog, message
+):
+    notification = make_notification(session, phone=PHONE)
+    gateway.script(PHONE, f"batch:{message}")
+
+    with caplog.at_level(logging.INFO):
+        assert run_send(session, notification.id) == "retry"
+
+    row = fresh(session, notification.id)
+    assert row.status == NotificationStatus.QUEUED
+    assert row.last_error == f"gateway refused the message: {message}"
+    (record,) = task_records(caplog, logging.ERROR)
+    assert message in record.getMessage()

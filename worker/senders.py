@@ -35,6 +35,8 @@ ACCEPTED_CODES = {100, 101, 102}  # Processed, Success, Queued
 RETRY_CODES = {500, 501, 502}  # InternalServerError, GatewayError, RejectedByGateway
 OPERATOR_CODES = {401, 402, 405}  # RiskHold, InvalidSenderId, InsufficientBalance
 PERMANENT_CODES = {403, 404, 406, 407, 409}  # bad number, blacklisted, unroutable, DND
+# Messages of a reply refusing the whole request (no recipients) that an operator must fix.
+OPERATOR_MESSAGES = {"InvalidSenderId", "InsufficientBalance", "RiskHold"}
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,18 @@ class AfricasTalkingSender:
                 raw_reply=raw,
             )
         try:
-            recipient = response.json()["SMSMessageData"]["Recipients"][0]
+            data = response.json()["SMSMessageData"]
+            if not data["Recipients"]:
+                # The whole request refused, e.g. {"Message": "InvalidSenderId", "Recipients": []}
+                message = str(data.get("Message", ""))[:64]
+                return result(
+                    Outcome.RETRY_OPERATOR if message in OPERATOR_MESSAGES else Outcome.RETRY,
+                    http_status=response.status_code,
+                    status=message,
+                    error=f"gateway refused the message: {message}",
+                    raw_reply=raw,
+                )
+            recipient = data["Recipients"][0]
             code = int(recipient["statusCode"])
         except (ValueError, KeyError, IndexError, TypeError):
             # An answer we cannot read: the message may or may not have gone. Retrying risks
