@@ -6,7 +6,10 @@ None of them may run in production; each refuses to start there.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
+
+from werkzeug import serving
 
 
 class ProductionRefusedError(RuntimeError):
@@ -21,3 +24,55 @@ def refuse_production(what: str, instead: str, environ: Mapping[str, str] | None
             raise ProductionRefusedError(
                 f"{what} refuses to run with {name}={env[name]!r}; {instead}"
             )
+
+
+def base_url(host: str, port: int) -> str:
+    """The URL a client on this machine uses for a server bound to `host`:`port`."""
+    shown = "127.0.0.1" if host in ("", "0.0.0.0") else host  # noqa: S104 - display only
+    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+
+
+class PathOnlyRequestHandler(serving.WSGIRequestHandler):
+    """Logs method, path and status, never the query string (where a client may put a token
+    or key) nor headers; `verbose = False` silences it."""
+
+    verbose = True
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        if self.verbose:
+            self.log("info", '"%s %s" %s', self.command, self.path.split("?", 1)[0], code)
+
+
+class ServerThread:
+    """A werkzeug server serving from a daemon thread until `shutdown()`."""
+
+    def __init__(
+        self,
+        server: serving.BaseWSGIServer,
+        *,
+        url: str,
+        name: str,
+        before_shutdown: Callable[[], object] | None = None,
+    ) -> None:
+        self.url = url
+        self.port = server.server_port
+        self._server = server
+        self._before_shutdown = before_shutdown
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True
+        )
+        self._thread.start()
+
+    def shutdown(self) -> None:
+        """Stop serving and close the listening socket."""
+        if self._before_shutdown is not None:
+            self._before_shutdown()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> ServerThread:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()

@@ -32,7 +32,13 @@ from jose import jwt
 from jose.exceptions import ExpiredSignatureError, JOSEError
 from werkzeug import serving
 
-from dev import ProductionRefusedError, refuse_production
+from dev import (
+    PathOnlyRequestHandler,
+    ProductionRefusedError,
+    ServerThread,
+    base_url,
+    refuse_production,
+)
 
 DEFAULT_USERS_FILE = Path(__file__).with_name("users.json")
 ACCOUNT_ROLES = ("manage-account", "manage-account-links", "view-profile")
@@ -178,33 +184,12 @@ class _Session:
     started: int = field(default_factory=lambda: int(time.time()))
 
 
-@dataclass
-class RunningServer:
+class RunningServer(ServerThread):
     """A provider served from a background thread."""
 
-    url: str
-    issuer: str
-    port: int
-    _server: serving.BaseWSGIServer = field(repr=False)
-    _thread: threading.Thread = field(repr=False)
-
-    def shutdown(self) -> None:
-        """Stop serving and close the listening socket."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> RunningServer:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.shutdown()
-
-
-class _QuietRequestHandler(serving.WSGIRequestHandler):
-    # Log the path without its query string, which is the one place a client might put a token.
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        self.log("info", '"%s %s" %s', self.command, self.path.split("?", 1)[0], code)
+    def __init__(self, server: serving.BaseWSGIServer, *, url: str, issuer: str) -> None:
+        super().__init__(server, url=url, name=f"dev-idp-{server.server_port}")
+        self.issuer = issuer
 
 
 class DevIdentityProvider:
@@ -638,25 +623,16 @@ class DevIdentityProvider:
         the bound address."""
         refuse_production("dev.idp", "point the service at a real Keycloak instead")
         server = serving.make_server(
-            host, port, self.app, threaded=True, request_handler=_QuietRequestHandler
+            host, port, self.app, threaded=True, request_handler=PathOnlyRequestHandler
         )
         if not self._fixed_url:
-            shown = "127.0.0.1" if host in ("", "0.0.0.0") else host  # noqa: S104 - display only
-            shown = f"[{shown}]" if ":" in shown else shown
-            self.base_url = f"http://{shown}:{server.server_port}"
+            self.base_url = base_url(host, server.server_port)
         return server
 
     def serve_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
         """Serve over HTTP from a daemon thread (port 0 picks a free port)."""
         server = self.bind(host, port)
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"dev-idp-{server.server_port}",
-            daemon=True,
-        )
-        thread.start()
-        return RunningServer(self.base_url, self.issuer, server.server_port, server, thread)
+        return RunningServer(server, url=self.base_url, issuer=self.issuer)
 
 
 def _banner(idp: DevIdentityProvider) -> str:

@@ -21,7 +21,6 @@ import threading
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -30,7 +29,13 @@ import requests
 from flask import Flask, Response, jsonify, request
 from werkzeug import serving
 
-from dev import ProductionRefusedError, refuse_production
+from dev import (
+    PathOnlyRequestHandler,
+    ProductionRefusedError,
+    ServerThread,
+    base_url,
+    refuse_production,
+)
 
 STATUS_NAMES = {
     100: "Processed",
@@ -111,38 +116,22 @@ def _html_error(status: int) -> Response:
     return _text(status, page + "<hr><center>nginx</center></body></html>\n", "text/html")
 
 
-@dataclass
-class RunningGateway:
-    """A gateway served from a background thread."""
+class RunningGateway(ServerThread):
+    """A gateway served from a background thread; shutting down releases hanging requests."""
 
-    url: str
-    port: int
-    gateway: FakeSmsGateway
-    _server: serving.BaseWSGIServer = field(repr=False)
-    _thread: threading.Thread = field(repr=False)
-
-    def shutdown(self) -> None:
-        """Release hanging requests, stop serving and close the listening socket."""
-        self.gateway._stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> RunningGateway:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.shutdown()
+    def __init__(self, server: serving.BaseWSGIServer, *, url: str, gateway: FakeSmsGateway):
+        super().__init__(
+            server,
+            url=url,
+            name=f"fake-sms-{server.server_port}",
+            before_shutdown=gateway._stopping.set,
+        )
+        self.gateway = gateway
 
 
-class _RequestHandler(serving.WSGIRequestHandler):
+class _RequestHandler(PathOnlyRequestHandler):
+    # Per-request lines would swamp a benchmark, so they are opt-in (--verbose).
     verbose = False
-
-    # Per-request lines would swamp a benchmark, so they are opt-in; the path is logged without
-    # its query string and headers (where the apiKey lives) never are.
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        if self.verbose:
-            self.log("info", '"%s %s" %s', self.command, self.path.split("?", 1)[0], code)
 
 
 class FakeSmsGateway:
@@ -446,21 +435,7 @@ class FakeSmsGateway:
     def serve_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> RunningGateway:
         """Serve over HTTP from a daemon thread (port 0 picks a free port)."""
         server = self.bind(host, port)
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"fake-sms-{server.server_port}",
-            daemon=True,
-        )
-        thread.start()
-        return RunningGateway(
-            _base_url(host, server.server_port), server.server_port, self, server, thread
-        )
-
-
-def _base_url(host: str, port: int) -> str:
-    shown = "127.0.0.1" if host in ("", "0.0.0.0") else host  # noqa: S104 - display only
-    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+        return RunningGateway(server, url=base_url(host, server.server_port), gateway=self)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -494,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     _RequestHandler.verbose = args.verbose
-    url = _base_url(args.host, server.server_port)
+    url = base_url(args.host, server.server_port)
     print(
         f"dev.sms_gateway: Africa's Talking SMS stand-in for DEVELOPMENT ONLY\n"
         f"  url:      {url}   (SDK base URL: {url}/version1)\n"
