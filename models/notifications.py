@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import (
     BigInteger,
@@ -270,34 +270,32 @@ def claim(session: Session, *, notification_id: uuid.UUID, lease: timedelta) -> 
     ).one_or_none()
 
 
-@dataclass(frozen=True)
-class AttemptRecord:
-    """What one gateway call produced, as the worker saw it."""
+class GatewayResult(Protocol):
+    """What one gateway call produced, as the worker's sender reports it."""
 
     started_at: datetime
     duration_ms: int
-    http_status: int | None = None
-    gateway_status_code: int | None = None
-    gateway_status: str | None = None
-    provider_message_id: str | None = None
-    cost: str | None = None
-    error: str | None = None
-    raw_reply: str | None = None
+    http_status: int | None
+    status_code: int | None
+    status: str | None
+    message_id: str | None
+    error: str | None
+    raw_reply: str | None
 
 
-def record_attempt(session: Session, notification: Notification, attempt: AttemptRecord) -> None:
+def record_attempt(session: Session, notification: Notification, result: GatewayResult) -> None:
     """Append the attempt; the attempts table is never updated or pruned."""
     session.add(
         NotificationAttempt(
             notification_id=notification.id,
-            started_at=attempt.started_at,
-            duration_ms=attempt.duration_ms,
-            http_status=attempt.http_status,
-            gateway_status_code=attempt.gateway_status_code,
-            gateway_status=attempt.gateway_status,
-            provider_message_id=attempt.provider_message_id,
-            error=attempt.error,
-            raw_reply=_first_bytes(attempt.raw_reply, RAW_REPLY_LIMIT),
+            started_at=result.started_at,
+            duration_ms=result.duration_ms,
+            http_status=result.http_status,
+            gateway_status_code=result.status_code,
+            gateway_status=result.status,
+            provider_message_id=result.message_id,
+            error=result.error,
+            raw_reply=_first_bytes(result.raw_reply, RAW_REPLY_LIMIT),
         )
     )
 

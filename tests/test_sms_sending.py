@@ -23,7 +23,6 @@ import celeryconfig
 from models.notifications import (
     RAW_REPLY_LIMIT,
     SMS_LIMIT,
-    AttemptRecord,
     NotificationKind,
     NotificationStatus,
     message_body,
@@ -55,7 +54,13 @@ from tests.sms_support import (  # noqa: F401 - fixtures, used by name
 from web import create_app
 from worker import outbox, senders, tasks
 from worker.celery_app import celery_app
-from worker.senders import AfricasTalkingSender, ConsoleSender, Outcome, build_sender
+from worker.senders import (
+    AfricasTalkingSender,
+    ConsoleSender,
+    Outcome,
+    SendResult,
+    build_sender,
+)
 from worker.tasks import backoff, send_notification, sweep
 
 PHONE = "+254711000001"
@@ -440,7 +445,12 @@ def test_the_raw_reply_kept_in_an_attempt_is_capped_at_1_kb(session):
     record_attempt(
         session,
         notification,
-        AttemptRecord(started_at=datetime.now(UTC), duration_ms=5, raw_reply="x" * 5000),
+        SendResult(
+            outcome=Outcome.RETRY,
+            started_at=datetime.now(UTC),
+            duration_ms=5,
+            raw_reply="x" * 5000,
+        ),
     )
     session.commit()
 

@@ -12,7 +12,6 @@ from flask import current_app
 
 from models.db import db
 from models.notifications import (
-    AttemptRecord,
     claim,
     due_for_sweep,
     mark_failed,
@@ -79,20 +78,7 @@ def send_notification(notification_id: str) -> str:
         GATEWAY_LATENCY.observe(result.duration_ms / 1000)
     SMS_ATTEMPTS.labels(result.outcome.value).inc()
 
-    record_attempt(
-        session,
-        notification,
-        AttemptRecord(
-            started_at=result.started_at,
-            duration_ms=result.duration_ms,
-            http_status=result.http_status,
-            gateway_status_code=result.status_code,
-            gateway_status=result.status,
-            provider_message_id=result.message_id,
-            error=result.error,
-            raw_reply=result.raw_reply,
-        ),
-    )
+    record_attempt(session, notification, result)
     retry_in = None
     if result.outcome is Outcome.ACCEPTED:
         mark_sent(session, notification, message_id=result.message_id, cost=result.cost)
