@@ -788,19 +788,6 @@ def test_a_number_the_sdk_refuses_is_a_permanent_failure_without_a_request(gatew
     assert gateway.requests == 0
 
 
-def test_a_result_summary_for_the_logs_names_no_number_and_no_key(gateway, gateway_server):
-    sender = AfricasTalkingSender(
-        username="sandbox", api_key=API_KEY, base_url=gateway_server.url, timeout=2
-    )
-
-    summary = senders.describe(sender.send(PHONE, "hello"))
-
-    assert PHONE not in summary
-    assert API_KEY not in summary
-    assert '"outcome": "accepted"' in summary
-    assert '"code": 101' in summary
-
-
 def test_a_full_relay_backlog_drops_ids_for_the_sweep_and_never_blocks(monkeypatch, caplog):
     monkeypatch.setattr(outbox, "BACKLOG_LIMIT", 2)
     relay = outbox.Relay("redis://127.0.0.1:1/0", "nowhere")  # publishing hangs, then fails

@@ -6,7 +6,6 @@ and what kind of outcome it is, and the task decides what to do with the notific
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -222,15 +221,3 @@ def build_sender(settings: Settings) -> SmsSender:
         raise RuntimeError("AT_API_KEY is required in production")
     log.warning("AT_API_KEY is not set: SMS are logged by the console sender, not sent")
     return ConsoleSender()
-
-
-def describe(result: SendResult) -> str:
-    """A one-line summary of a result for logs (no phone numbers, no keys)."""
-    return json.dumps(
-        {
-            "outcome": result.outcome.value,
-            "http": result.http_status,
-            "code": result.status_code,
-            "ms": result.duration_ms,
-        }
-    )
