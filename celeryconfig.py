@@ -46,9 +46,11 @@ task_serializer = "json"
 result_serializer = "json"
 accept_content = ["json"]
 
-# Flower shows the flow: sent, received, started, succeeded or failed.
+# Flower shows the flow from the workers' events: received, started, succeeded or failed; the
+# backlog not yet received is the queue's length (Flower's Broker tab, `celery_queue_length`).
+# No "sent" event: it would double the cost of every publish from the web process.
 worker_send_task_events = True
-task_send_sent_event = True
+task_send_sent_event = False
 task_track_started = True
 
 task_default_queue = _settings.celery_queue

@@ -75,6 +75,12 @@ def _forget_writes(session: Session, transaction: SessionTransaction) -> None:
         session.info.pop(_WROTE, None)
 
 
+def note_write(session: Session) -> None:
+    """Count a write these events cannot see: a statement run as an ORM SELECT, such as
+    `select(Model).from_statement(text("WITH ... INSERT ... RETURNING"))`."""
+    session.info[_WROTE] = True
+
+
 def has_written(session: Session) -> bool:
     """Whether the session's current transaction has written anything."""
     return bool(session.info.get(_WROTE))

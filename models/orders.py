@@ -27,17 +27,24 @@ from sqlalchemy import (
     delete,
     func,
     select,
+    text,
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from models.actors import Actor
 from models.customers import Customer, find_customer
-from models.db import Timestamp, UpdatedTimestamp, UUIDPrimaryKey, db
+from models.db import Timestamp, UpdatedTimestamp, UUIDPrimaryKey, db, note_write
 from models.errors import DomainError, ErrorCode, ErrorCollector
-from models.notifications import NotificationKind, OutboxMessage, enqueue
+from models.notifications import (
+    OUTBOX_KEY,
+    NotificationKind,
+    OutboxMessage,
+    enqueue,
+    message_body,
+)
 from models.pagination import Page, paginate
 from models.validation import (
     MAX_DETAILS,
@@ -188,23 +195,45 @@ def _resolve_customer(
     return find_customer(session, actor=actor, reference=value.strip(), field=field)
 
 
-def _claim_idempotency_key(
-    session: Session, *, subject: str, key: str, request_hash: str
-) -> IdempotencyKey | None:
-    """Claim `key` for this request; return the earlier claim instead if one is still live.
-
-    INSERT ... ON CONFLICT waits for a concurrent claimant to commit, so of two concurrent
-    duplicates exactly one proceeds and the other sees its result.
+# One round trip places an order: the idempotency claim, the order, its CREATED event and the
+# QUEUED notification (the outbox) are written by one statement, compiled once. Without a key
+# the claim is skipped. With one, INSERT ... ON CONFLICT waits for a concurrent claimant to
+# commit, so of two concurrent duplicates exactly one inserts and the other returns no row;
+# an expired claim is taken over. Foreign keys are checked at the end of the statement, when
+# the order the claim points at exists.
+PLACE_ORDER = text(
     """
-    expired = IdempotencyKey.created_at < func.now() - IDEMPOTENCY_TTL
-    statement = insert(IdempotencyKey).values(subject=subject, key=key, request_hash=request_hash)
-    statement = statement.on_conflict_do_update(
-        index_elements=[IdempotencyKey.subject, IdempotencyKey.key],
-        set_={"request_hash": request_hash, "order_id": None, "created_at": func.now()},
-        where=expired,
-    ).returning(IdempotencyKey.key)
-    if session.execute(statement).first() is not None:
-        return None
+    WITH claim AS (
+        INSERT INTO idempotency_keys (subject, key, request_hash, order_id)
+        SELECT :subject, :key, :request_hash, :order_id
+        WHERE CAST(:key AS varchar) IS NOT NULL
+        ON CONFLICT (subject, key) DO UPDATE
+            SET request_hash = excluded.request_hash,
+                order_id = excluded.order_id,
+                created_at = now()
+            WHERE idempotency_keys.created_at < now() - CAST(:ttl AS interval)
+        RETURNING order_id
+    ), placed AS (
+        INSERT INTO orders (id, customer_id, item, details, quantity, unit_price, total,
+                            currency, status, created_by)
+        SELECT :order_id, :customer_id, :item, :details, :quantity, :unit_price, :total,
+               :currency, 'NEW', :subject
+        WHERE CAST(:key AS varchar) IS NULL OR EXISTS (SELECT FROM claim)
+        RETURNING *
+    ), event AS (
+        INSERT INTO order_events (order_id, type, actor, data)
+        SELECT id, 'CREATED', :subject, CAST(:event_data AS jsonb) FROM placed
+    ), notification AS (
+        INSERT INTO notifications (id, order_id, kind, phone, body, status, attempts, request_id)
+        SELECT :notification_id, id, 'ORDER_PLACED', :phone, :body, 'QUEUED', 0, :request_id
+        FROM placed
+    )
+    SELECT * FROM placed
+    """
+)
+
+
+def _earlier_claim(session: Session, *, subject: str, key: str) -> IdempotencyKey:
     return session.scalars(
         select(IdempotencyKey).where(IdempotencyKey.subject == subject, IdempotencyKey.key == key)
     ).one()
@@ -268,54 +297,57 @@ def create_order(
     customer = _resolve_customer(
         session, actor, customer_id=customer_id, customer_code=customer_code, user_id=user_id
     )
+    request_hash = None
     if idempotency_key is not None:
         fingerprint = json.dumps(
             [str(customer.id), item, details, quantity, str(amount), currency],
             separators=(",", ":"),
         )
         request_hash = hashlib.sha256(fingerprint.encode()).hexdigest()
-        earlier = _claim_idempotency_key(
-            session, subject=actor.subject, key=idempotency_key, request_hash=request_hash
-        )
-        if earlier is not None:
-            if earlier.request_hash != request_hash or earlier.order_id is None:
-                raise DomainError.single(
-                    "idempotencyKey",
-                    ErrorCode.IDEMPOTENCY_KEY_REUSED,
-                    "this idempotencyKey was used for a different order",
-                )
-            return OrderResult(order=session.get_one(Order, earlier.order_id), replayed=True)
 
-    order = Order(
-        id=uuid.uuid4(),
-        customer_id=customer.id,
-        item=item,
-        details=details,
-        quantity=quantity,
-        unit_price=amount,
-        total=total,
-        currency=currency,
-        status=OrderStatus.NEW.value,
-        created_by=actor.subject,
-    )
-    session.add(order)
-    session.add(
-        OrderEvent(
-            order_id=order.id,
-            type=OrderEventType.CREATED.value,
-            actor=actor.subject,
-            data={"total": str(total), "currency": currency},
+    order_id, notification_id = uuid.uuid4(), uuid.uuid4()
+    placed = session.scalars(
+        select(Order).from_statement(PLACE_ORDER),
+        {
+            "subject": actor.subject,
+            "key": idempotency_key,
+            "request_hash": request_hash,
+            "ttl": IDEMPOTENCY_TTL,
+            "order_id": order_id,
+            "customer_id": customer.id,
+            "item": item,
+            "details": details,
+            "quantity": quantity,
+            "unit_price": amount,
+            "total": total,
+            "currency": currency,
+            "event_data": json.dumps({"total": str(total), "currency": currency}),
+            "notification_id": notification_id,
+            "phone": customer.phone,
+            "body": message_body(
+                NotificationKind.ORDER_PLACED,
+                company=company,
+                order_id=order_id,
+                total=total,
+                currency=currency,
+            ),
+            "request_id": session.info.get("request_id"),
+        },
+    ).one_or_none()
+    if placed is not None:
+        note_write(session)
+        session.info.setdefault(OUTBOX_KEY, []).append(notification_id)
+        return OrderResult(order=placed)
+
+    assert idempotency_key is not None  # without a key the order is always placed
+    earlier = _earlier_claim(session, subject=actor.subject, key=idempotency_key)
+    if earlier.request_hash != request_hash or earlier.order_id is None:
+        raise DomainError.single(
+            "idempotencyKey",
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            "this idempotencyKey was used for a different order",
         )
-    )
-    _notify(session, order, NotificationKind.ORDER_PLACED, company, customer.phone)
-    session.flush()
-    if idempotency_key is not None:
-        session.execute(
-            update(IdempotencyKey)
-            .where(IdempotencyKey.subject == actor.subject, IdempotencyKey.key == idempotency_key)
-            .values(order_id=order.id)
-        )
-    return OrderResult(order=order)
+    return OrderResult(order=session.get_one(Order, earlier.order_id), replayed=True)
 
 
 def _notify(
