@@ -24,7 +24,10 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    exists,
+    false,
     func,
+    insert,
     select,
     update,
 )
@@ -284,9 +287,10 @@ class GatewayResult(Protocol):
 
 
 def record_attempt(session: Session, notification: Notification, result: GatewayResult) -> None:
-    """Append the attempt; the attempts table is never updated or pruned."""
-    session.add(
-        NotificationAttempt(
+    """Append the attempt; the attempts table is never updated or pruned. Written at once
+    (a plain INSERT, no unit of work): nothing reads it back in the worker."""
+    session.execute(
+        insert(NotificationAttempt).values(
             notification_id=notification.id,
             started_at=result.started_at,
             duration_ms=result.duration_ms,
@@ -307,13 +311,9 @@ def _first_bytes(text: str | None, limit: int) -> str | None:
     return text.encode()[:limit].decode(errors="ignore")
 
 
-def _move(
-    session: Session,
-    notification_id: uuid.UUID,
-    from_: tuple[str, ...],
-    claimed: int | None = None,
-    **values: Any,
-) -> bool:
+def _moving(
+    notification_id: uuid.UUID, from_: tuple[str, ...], claimed: int | None, **values: Any
+) -> Any:
     statement = update(Notification).where(
         Notification.id == notification_id, Notification.status.in_(from_)
     )
@@ -321,11 +321,19 @@ def _move(
         # Only the claim that made this attempt may settle it: after an expired lease the
         # sweep may have handed the row to another worker (whose claim counted one more).
         statement = statement.where(Notification.attempts == claimed)
-    result = session.execute(
-        statement.values(updated_at=func.clock_timestamp(), **values).execution_options(
-            synchronize_session=False
-        )
+    return statement.values(updated_at=func.clock_timestamp(), **values).execution_options(
+        synchronize_session=False
     )
+
+
+def _move(
+    session: Session,
+    notification_id: uuid.UUID,
+    from_: tuple[str, ...],
+    claimed: int | None = None,
+    **values: Any,
+) -> bool:
+    result = session.execute(_moving(notification_id, from_, claimed, **values))
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
@@ -333,19 +341,27 @@ def mark_sent(
     session: Session, notification: Notification, *, message_id: str | None, cost: str | None
 ) -> bool:
     """The gateway accepted the message. A report that raced ahead of us is applied now."""
-    moved = _move(
-        session,
-        notification.id,
-        (NotificationStatus.SENDING, NotificationStatus.QUEUED),
-        claimed=notification.attempts,
-        status=NotificationStatus.SENT,
-        provider_message_id=message_id,
-        cost=cost,
-        last_error=None,
-        lease_expires_at=None,
-        sent_at=func.clock_timestamp(),
+    # The same statement tells whether a delivery report for this message is already here,
+    # so the common case (none) costs no second query.
+    report_waiting = (
+        exists().where(DeliveryReport.provider_message_id == message_id) if message_id else false()
     )
-    if moved and message_id:
+    moved = session.execute(
+        _moving(
+            notification.id,
+            (NotificationStatus.SENDING, NotificationStatus.QUEUED),
+            notification.attempts,
+            status=NotificationStatus.SENT,
+            provider_message_id=message_id,
+            cost=cost,
+            last_error=None,
+            lease_expires_at=None,
+            sent_at=func.clock_timestamp(),
+        ).returning(report_waiting)
+    ).first()
+    if moved is None:
+        return False
+    if moved[0]:
         early = session.scalars(
             select(DeliveryReport)
             .where(DeliveryReport.provider_message_id == message_id)
@@ -354,7 +370,7 @@ def mark_sent(
         for report in early:
             report.notification_id = notification.id
             _apply_report(session, notification.id, report)
-    return moved
+    return True
 
 
 def mark_retry(session: Session, notification: Notification, *, error: str, delay: timedelta):
