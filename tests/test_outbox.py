@@ -3,10 +3,15 @@ row has committed: a worker must never be handed an id it cannot see yet."""
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from decimal import Decimal
 
+import redis
+
 from models.notifications import NotificationKind, OutboxMessage, enqueue
+from tests.conftest import REDIS_URL
 from tests.factories import OrderFactory
 
 
@@ -58,3 +63,22 @@ def test_ids_of_a_rolled_back_transaction_are_never_published(app, session):
     session.commit()
 
     assert not _published_within(relay, before + 1, 0.3)
+
+
+def test_ids_that_pile_up_are_all_published_as_tasks_in_one_go(make_app):
+    queue_name = f"relay-batch-{uuid.uuid4().hex[:8]}"
+    relay = make_app(celery_queue=queue_name).extensions["outbox_relay"]
+    ids = [uuid.uuid4() for _ in range(250)]  # more than one pipeline's worth
+
+    relay.submit(ids)
+
+    assert _published_within(relay, len(ids), 10)
+    broker = redis.Redis.from_url(REDIS_URL)
+    try:
+        messages = [json.loads(raw) for raw in broker.lrange(queue_name, 0, -1)]
+    finally:
+        broker.delete(queue_name)
+    assert sorted(m["headers"]["argsrepr"] for m in messages) == sorted(
+        repr((str(i),)) for i in ids
+    )
+    assert {m["headers"]["task"] for m in messages} == {"notifications.send"}

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 BACKLOG_LIMIT = 10_000
 PAUSE_AFTER_FAILURE_SECONDS = 5.0
+PUBLISH_BATCH = 100
 SEND_TASK = "notifications.send"
 
 
@@ -40,7 +41,7 @@ class Relay:
         self._pid: int | None = None
         self._lock = threading.Lock()
         self._paused_until = 0.0
-        self._connection: Any = None
+        self._producer: Any = None
         self.published = 0
 
     def submit(self, ids: Iterable[uuid.UUID]) -> None:
@@ -59,38 +60,48 @@ class Relay:
             with self._lock:
                 if self._pid != os.getpid():
                     self._queue = queue.Queue(maxsize=BACKLOG_LIMIT)
-                    self._connection = None
+                    self._producer = None
                     threading.Thread(target=self._run, name="outbox-relay", daemon=True).start()
                     self._pid = os.getpid()
 
     def _run(self) -> None:
         while True:
-            notification_id = self._queue.get()
+            batch = [self._queue.get()]
+            # Whatever piled up meanwhile goes out with it: one pipelined round trip to Redis.
+            while len(batch) < PUBLISH_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
             if time.monotonic() < self._paused_until:
                 continue  # Redis was just down: leave it to the sweep rather than pile up
             try:
-                self.publish(notification_id)
+                self.publish(batch)
             except Exception as error:
                 self._paused_until = time.monotonic() + PAUSE_AFTER_FAILURE_SECONDS
                 log.warning("could not publish to the broker (%s); the sweep will send it", error)
 
-    def publish(self, notification_id: str) -> None:
-        """Send one `notifications.send` task over this relay's own broker connection."""
-        if self._connection is None:
-            self._connection = celery_app.connection_for_write(self.broker_url)
+    def publish(self, notification_ids: list[str]) -> None:
+        """Send one `notifications.send` task per id over this relay's own broker connection,
+        all in one pipeline: none is published unless all are."""
+        if self._producer is None:
+            connection = celery_app.connection_for_write(self.broker_url)
+            self._producer = celery_app.amqp.Producer(connection, auto_declare=False)
         try:
-            celery_app.send_task(
-                SEND_TASK,
-                args=(notification_id,),
-                queue=self.queue_name,
-                connection=self._connection,
-                retry=False,
-            )
+            with self._producer.batch():
+                for notification_id in notification_ids:
+                    celery_app.send_task(
+                        SEND_TASK,
+                        args=(notification_id,),
+                        queue=self.queue_name,
+                        producer=self._producer,
+                        retry=False,
+                    )
         except Exception:
-            self._connection.release()
-            self._connection = None
+            self._producer.connection.release()
+            self._producer = None
             raise
-        self.published += 1
+        self.published += len(notification_ids)
 
 
 def _after_commit(session: Session) -> None:
