@@ -21,11 +21,12 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Interval,
     String,
     Text,
     UniqueConstraint,
+    bindparam,
     exists,
-    false,
     func,
     insert,
     select,
@@ -253,23 +254,29 @@ def enqueue(session: Session, message: OutboxMessage, *, company: str) -> Notifi
 # -- the worker's side ----------------------------------------------------------------------
 
 
+# The worker's statements run once per SMS; built once, only their parameters change.
+_CLAIM = (
+    update(Notification)
+    .where(
+        Notification.id == bindparam("notification_id"),
+        Notification.status == NotificationStatus.QUEUED,
+        Notification.next_attempt_at <= func.clock_timestamp() + timedelta(seconds=1),
+    )
+    .values(
+        status=NotificationStatus.SENDING,
+        attempts=Notification.attempts + 1,
+        lease_expires_at=func.clock_timestamp() + bindparam("lease", type_=Interval),
+        updated_at=func.clock_timestamp(),
+    )
+    .returning(Notification)
+    .execution_options(synchronize_session=False, populate_existing=True)
+)
+
+
 def claim(session: Session, *, notification_id: uuid.UUID, lease: timedelta) -> Notification | None:
     """QUEUED and due -> SENDING with a lease; None if someone else has it or it is not due."""
     return session.scalars(
-        update(Notification)
-        .where(
-            Notification.id == notification_id,
-            Notification.status == NotificationStatus.QUEUED,
-            Notification.next_attempt_at <= func.clock_timestamp() + timedelta(seconds=1),
-        )
-        .values(
-            status=NotificationStatus.SENDING,
-            attempts=Notification.attempts + 1,
-            lease_expires_at=func.clock_timestamp() + lease,
-            updated_at=func.clock_timestamp(),
-        )
-        .returning(Notification)
-        .execution_options(synchronize_session=False, populate_existing=True)
+        _CLAIM, {"notification_id": notification_id, "lease": lease}
     ).one_or_none()
 
 
@@ -311,9 +318,7 @@ def _first_bytes(text: str | None, limit: int) -> str | None:
     return text.encode()[:limit].decode(errors="ignore")
 
 
-def _moving(
-    notification_id: uuid.UUID, from_: tuple[str, ...], claimed: int | None, **values: Any
-) -> Any:
+def _moving(notification_id: Any, from_: tuple[str, ...], claimed: Any, **values: Any) -> Any:
     statement = update(Notification).where(
         Notification.id == notification_id, Notification.status.in_(from_)
     )
@@ -337,27 +342,35 @@ def _move(
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
+# The same statement tells whether a delivery report for this message is already here, so the
+# common case (none) costs no second query.
+_MARK_SENT = _moving(
+    bindparam("notification_id"),
+    (NotificationStatus.SENDING, NotificationStatus.QUEUED),
+    bindparam("claimed"),
+    status=NotificationStatus.SENT,
+    provider_message_id=bindparam("message_id"),
+    cost=bindparam("sent_cost"),
+    last_error=None,
+    lease_expires_at=None,
+    sent_at=func.clock_timestamp(),
+).returning(
+    exists().where(DeliveryReport.provider_message_id == func.nullif(bindparam("message_id"), ""))
+)
+
+
 def mark_sent(
     session: Session, notification: Notification, *, message_id: str | None, cost: str | None
 ) -> bool:
     """The gateway accepted the message. A report that raced ahead of us is applied now."""
-    # The same statement tells whether a delivery report for this message is already here,
-    # so the common case (none) costs no second query.
-    report_waiting = (
-        exists().where(DeliveryReport.provider_message_id == message_id) if message_id else false()
-    )
     moved = session.execute(
-        _moving(
-            notification.id,
-            (NotificationStatus.SENDING, NotificationStatus.QUEUED),
-            notification.attempts,
-            status=NotificationStatus.SENT,
-            provider_message_id=message_id,
-            cost=cost,
-            last_error=None,
-            lease_expires_at=None,
-            sent_at=func.clock_timestamp(),
-        ).returning(report_waiting)
+        _MARK_SENT,
+        {
+            "notification_id": notification.id,
+            "claimed": notification.attempts,
+            "message_id": message_id,
+            "sent_cost": cost,
+        },
     ).first()
     if moved is None:
         return False
