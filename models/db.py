@@ -58,9 +58,16 @@ UpdatedTimestamp = Annotated[
 _WROTE = "wrote"
 
 
+# A statement that writes yet runs as a SELECT (`WITH ... INSERT ... RETURNING` loaded into
+# entities) declares it: `.execution_options(writes=True)`.
 @event.listens_for(Session, "do_orm_execute")
 def _note_statement(state: ORMExecuteState) -> None:
-    if state.is_insert or state.is_update or state.is_delete:
+    if (
+        state.is_insert
+        or state.is_update
+        or state.is_delete
+        or state.execution_options.get("writes")
+    ):
         state.session.info[_WROTE] = True
 
 
@@ -73,12 +80,6 @@ def _note_flush(session: Session, _context: object) -> None:
 def _forget_writes(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:
         session.info.pop(_WROTE, None)
-
-
-def note_write(session: Session) -> None:
-    """Count a write these events cannot see: a statement run as an ORM SELECT, such as
-    `select(Model).from_statement(text("WITH ... INSERT ... RETURNING"))`."""
-    session.info[_WROTE] = True
 
 
 def has_written(session: Session) -> bool:

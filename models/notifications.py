@@ -247,8 +247,14 @@ def enqueue(session: Session, message: OutboxMessage, *, company: str) -> Notifi
         request_id=session.info.get("request_id"),
     )
     session.add(notification)
-    session.info.setdefault(OUTBOX_KEY, []).append(notification.id)
+    publish_after_commit(session, notification.id)
     return notification
+
+
+def publish_after_commit(session: Session, notification_id: uuid.UUID) -> None:
+    """Hand the notification to the worker once this transaction has committed (the outbox
+    relay publishes it then; a rollback forgets it)."""
+    session.info.setdefault(OUTBOX_KEY, []).append(notification_id)
 
 
 # -- the worker's side ----------------------------------------------------------------------
@@ -624,5 +630,5 @@ def resend(session: Session, *, actor: Actor, notification_id: object) -> Notifi
         raise DomainError.single(
             "id", ErrorCode.INVALID_STATE, f"notification is {current.status}; only FAILED resends"
         )
-    session.info.setdefault(OUTBOX_KEY, []).append(notification.id)
+    publish_after_commit(session, notification.id)
     return notification

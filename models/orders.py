@@ -36,14 +36,15 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from models.actors import Actor
 from models.customers import Customer, find_customer
-from models.db import Timestamp, UpdatedTimestamp, UUIDPrimaryKey, db, note_write
+from models.db import Timestamp, UpdatedTimestamp, UUIDPrimaryKey, db
 from models.errors import DomainError, ErrorCode, ErrorCollector
 from models.notifications import (
-    OUTBOX_KEY,
     NotificationKind,
+    NotificationStatus,
     OutboxMessage,
     enqueue,
     message_body,
+    publish_after_commit,
 )
 from models.pagination import Page, paginate
 from models.validation import (
@@ -140,6 +141,50 @@ class IdempotencyKey(db.Model):
     created_at: Mapped[Timestamp]
 
 
+# One round trip places an order: the idempotency claim, the order, its CREATED event and the
+# QUEUED notification (the outbox) are written by one statement, compiled once. Without a key
+# the claim is skipped. With one, INSERT ... ON CONFLICT waits for a concurrent claimant to
+# commit, so of two concurrent duplicates exactly one inserts and the other returns no row;
+# an expired claim is taken over. Foreign keys are checked at the end of the statement, when
+# the order the claim points at exists.
+PLACE_ORDER = (
+    select(Order)
+    .from_statement(
+        text(
+            """
+    WITH claim AS (
+        INSERT INTO idempotency_keys (subject, key, request_hash, order_id)
+        SELECT :subject, :key, :request_hash, :order_id
+        WHERE CAST(:key AS varchar) IS NOT NULL
+        ON CONFLICT (subject, key) DO UPDATE
+            SET request_hash = excluded.request_hash,
+                order_id = excluded.order_id,
+                created_at = now()
+            WHERE idempotency_keys.created_at < now() - CAST(:ttl AS interval)
+        RETURNING order_id
+    ), placed AS (
+        INSERT INTO orders (id, customer_id, item, details, quantity, unit_price, total,
+                            currency, status, created_by)
+        SELECT :order_id, :customer_id, :item, :details, :quantity, :unit_price, :total,
+               :currency, :status, :subject
+        WHERE CAST(:key AS varchar) IS NULL OR EXISTS (SELECT FROM claim)
+        RETURNING *
+    ), event AS (
+        INSERT INTO order_events (order_id, type, actor, data)
+        SELECT id, :event_type, :subject, CAST(:event_data AS jsonb) FROM placed
+    ), notification AS (
+        INSERT INTO notifications (id, order_id, kind, phone, body, status, attempts, request_id)
+        SELECT :notification_id, id, :kind, :phone, :body, :notification_status, 0, :request_id
+        FROM placed
+    )
+    SELECT * FROM placed
+    """
+        )
+    )
+    .execution_options(writes=True)
+)
+
+
 @dataclass(frozen=True)
 class OrderResult:
     """The order a create produced, and whether it was replayed from an idempotency key."""
@@ -193,44 +238,6 @@ def _resolve_customer(
     if field == "customerId" and parse_uuid(value) is None:
         raise DomainError.single(field, ErrorCode.INVALID, "customerId is not a valid id")
     return find_customer(session, actor=actor, reference=value.strip(), field=field)
-
-
-# One round trip places an order: the idempotency claim, the order, its CREATED event and the
-# QUEUED notification (the outbox) are written by one statement, compiled once. Without a key
-# the claim is skipped. With one, INSERT ... ON CONFLICT waits for a concurrent claimant to
-# commit, so of two concurrent duplicates exactly one inserts and the other returns no row;
-# an expired claim is taken over. Foreign keys are checked at the end of the statement, when
-# the order the claim points at exists.
-PLACE_ORDER = text(
-    """
-    WITH claim AS (
-        INSERT INTO idempotency_keys (subject, key, request_hash, order_id)
-        SELECT :subject, :key, :request_hash, :order_id
-        WHERE CAST(:key AS varchar) IS NOT NULL
-        ON CONFLICT (subject, key) DO UPDATE
-            SET request_hash = excluded.request_hash,
-                order_id = excluded.order_id,
-                created_at = now()
-            WHERE idempotency_keys.created_at < now() - CAST(:ttl AS interval)
-        RETURNING order_id
-    ), placed AS (
-        INSERT INTO orders (id, customer_id, item, details, quantity, unit_price, total,
-                            currency, status, created_by)
-        SELECT :order_id, :customer_id, :item, :details, :quantity, :unit_price, :total,
-               :currency, 'NEW', :subject
-        WHERE CAST(:key AS varchar) IS NULL OR EXISTS (SELECT FROM claim)
-        RETURNING *
-    ), event AS (
-        INSERT INTO order_events (order_id, type, actor, data)
-        SELECT id, 'CREATED', :subject, CAST(:event_data AS jsonb) FROM placed
-    ), notification AS (
-        INSERT INTO notifications (id, order_id, kind, phone, body, status, attempts, request_id)
-        SELECT :notification_id, id, 'ORDER_PLACED', :phone, :body, 'QUEUED', 0, :request_id
-        FROM placed
-    )
-    SELECT * FROM placed
-    """
-)
 
 
 def _earlier_claim(session: Session, *, subject: str, key: str) -> IdempotencyKey:
@@ -307,7 +314,7 @@ def create_order(
 
     order_id, notification_id = uuid.uuid4(), uuid.uuid4()
     placed = session.scalars(
-        select(Order).from_statement(PLACE_ORDER),
+        PLACE_ORDER,
         {
             "subject": actor.subject,
             "key": idempotency_key,
@@ -321,8 +328,12 @@ def create_order(
             "unit_price": amount,
             "total": total,
             "currency": currency,
+            "status": OrderStatus.NEW.value,
+            "event_type": OrderEventType.CREATED.value,
             "event_data": json.dumps({"total": str(total), "currency": currency}),
             "notification_id": notification_id,
+            "kind": NotificationKind.ORDER_PLACED.value,
+            "notification_status": NotificationStatus.QUEUED.value,
             "phone": customer.phone,
             "body": message_body(
                 NotificationKind.ORDER_PLACED,
@@ -335,8 +346,7 @@ def create_order(
         },
     ).one_or_none()
     if placed is not None:
-        note_write(session)
-        session.info.setdefault(OUTBOX_KEY, []).append(notification_id)
+        publish_after_commit(session, notification_id)
         return OrderResult(order=placed)
 
     assert idempotency_key is not None  # without a key the order is always placed

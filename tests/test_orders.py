@@ -458,3 +458,22 @@ def test_a_key_younger_than_24_hours_still_replays(jane, session):
 
     assert again["replayed"] is True
     assert again["order"]["id"] == first["id"]
+
+
+def test_a_refused_order_after_a_placed_one_in_the_same_document_keeps_the_first(
+    jane, session
+):
+    jane.execute("{ me { id } }")  # provisioned by an earlier request: nothing else is written
+    before = count_orders(session)
+    result = jane.execute(
+        """
+        mutation {
+          placed: createOrder(input: {price: "10.00", idempotencyKey: "k-doc"}) { success }
+          refused: createOrder(input: {price: "-1"}) { success }
+        }
+        """
+    )
+
+    assert result["placed"]["success"] is True
+    assert result["refused"]["success"] is False
+    assert count_orders(session) == before + 1

@@ -83,7 +83,7 @@ class Relay:
 
     def publish(self, notification_ids: list[str]) -> None:
         """Send one `notifications.send` task per id over this relay's own broker connection,
-        all in one pipeline: none is published unless all are."""
+        all in one pipelined round trip; if it fails, the sweep sends what did not go."""
         if self._producer is None:
             connection = celery_app.connection_for_write(self.broker_url)
             self._producer = celery_app.amqp.Producer(connection, auto_declare=False)
