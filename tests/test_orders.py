@@ -460,9 +460,7 @@ def test_a_key_younger_than_24_hours_still_replays(jane, session):
     assert again["order"]["id"] == first["id"]
 
 
-def test_a_refused_order_after_a_placed_one_in_the_same_document_keeps_the_first(
-    jane, session
-):
+def test_a_refused_order_after_a_placed_one_in_the_same_document_keeps_the_first(jane, session):
     jane.execute("{ me { id } }")  # provisioned by an earlier request: nothing else is written
     before = count_orders(session)
     result = jane.execute(
