@@ -17,4 +17,3 @@ class Actor:
     name: str | None = None
     email: str | None = None
     username: str | None = None
-    phone: str | None = None

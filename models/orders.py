@@ -174,8 +174,9 @@ PLACE_ORDER = (
         SELECT id, :event_type, :subject, CAST(:event_data AS jsonb) FROM placed
     ), notification AS (
         INSERT INTO notifications (id, order_id, kind, phone, body, status, attempts, request_id)
-        SELECT :notification_id, id, :kind, :phone, :body, :notification_status, 0, :request_id
-        FROM placed
+        SELECT :notification_id, placed.id, :kind, customers.phone, :body,
+               :notification_status, 0, :request_id
+        FROM placed JOIN customers ON customers.id = placed.customer_id
     )
     SELECT * FROM placed
     """
@@ -213,7 +214,7 @@ def _resolve_customer(
     customer_id: str | None,
     customer_code: str | None,
     user_id: str | None,
-) -> Customer:
+) -> uuid.UUID:
     given = [
         (field, value)
         for field, value in (
@@ -231,13 +232,13 @@ def _resolve_customer(
         )
     field, value = given[0] if given else ("customerId", None)
     if value is None or (field == "userId" and value.strip() == actor.subject):
-        # The caller itself, already loaded when the request authenticated: no query.
+        # The caller itself: its customer was provisioned when the request authenticated.
         if actor.customer_id is None:
             raise DomainError.single("customerId", ErrorCode.INVALID, "customerId is required")
-        return session.get_one(Customer, actor.customer_id)
+        return actor.customer_id
     if field == "customerId" and parse_uuid(value) is None:
         raise DomainError.single(field, ErrorCode.INVALID, "customerId is not a valid id")
-    return find_customer(session, actor=actor, reference=value.strip(), field=field)
+    return find_customer(session, actor=actor, reference=value.strip(), field=field).id
 
 
 def _earlier_claim(session: Session, *, subject: str, key: str) -> IdempotencyKey:
@@ -301,13 +302,13 @@ def create_order(
     assert amount is not None  # guaranteed by the checks above
     assert total is not None
 
-    customer = _resolve_customer(
+    customer_key = _resolve_customer(
         session, actor, customer_id=customer_id, customer_code=customer_code, user_id=user_id
     )
     request_hash = None
     if idempotency_key is not None:
         fingerprint = json.dumps(
-            [str(customer.id), item, details, quantity, str(amount), currency],
+            [str(customer_key), item, details, quantity, str(amount), currency],
             separators=(",", ":"),
         )
         request_hash = hashlib.sha256(fingerprint.encode()).hexdigest()
@@ -321,7 +322,7 @@ def create_order(
             "request_hash": request_hash,
             "ttl": IDEMPOTENCY_TTL,
             "order_id": order_id,
-            "customer_id": customer.id,
+            "customer_id": customer_key,
             "item": item,
             "details": details,
             "quantity": quantity,
@@ -334,7 +335,6 @@ def create_order(
             "notification_id": notification_id,
             "kind": NotificationKind.ORDER_PLACED.value,
             "notification_status": NotificationStatus.QUEUED.value,
-            "phone": customer.phone,
             "body": message_body(
                 NotificationKind.ORDER_PLACED,
                 company=company,

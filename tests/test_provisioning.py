@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from models.customers import Customer
 from models.db import db
+from models.notifications import Notification
 from models.orders import Order
 
 JANE_SUB = "2c95d280-3560-4991-af5d-d592b6982eb4"
@@ -146,6 +147,48 @@ def test_later_request_with_the_same_claims_changes_nothing(graphql):
     later = newcomer(graphql, sub).execute("{ me { id code updatedAt } }")["me"]
 
     assert later == first
+
+
+def test_repeated_requests_with_one_token_look_the_customer_up_no_more(graphql, app):
+    client = newcomer(graphql)
+    me(client)  # first sight: the customer is created
+    me(client)  # found, with nothing to change: remembered for this token
+    statements: list[str] = []
+
+    def note(_conn, _cursor, statement, *_args):
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", note)
+    try:
+        result = client.execute(CREATE_ORDER, {"input": {"price": 10}})["createOrder"]
+    finally:
+        event.remove(db.engine, "before_cursor_execute", note)
+
+    assert result["success"] is True
+    assert not [sql for sql in statements if "FROM customers" in sql], statements
+
+
+def test_a_phone_edited_while_a_token_is_in_use_gets_the_next_sms(graphql, session):
+    sub = str(uuid.uuid4())
+    client = newcomer(graphql, sub)
+    me(client)
+    me(client)  # remembered for this token from here on
+
+    edited = client.execute(
+        'mutation($id: ID!) { updateCustomer(id: $id, input: {phone: "0733 000 222"}) '
+        "{ success } }",
+        {"id": sub},
+    )
+    placed = client.execute(CREATE_ORDER, {"input": {"price": 10}})["createOrder"]
+    info = client.execute("{ userInfo { phone } }")["userInfo"]
+
+    assert edited["updateCustomer"]["success"] is True
+    assert placed["success"] is True
+    phones = session.scalars(
+        select(Notification.phone).join(Order).where(Order.customer_id == uuid.UUID(sub))
+    ).all()
+    assert phones == ["+254733000222"]
+    assert info["phone"] == "+254733000222"
 
 
 # -- claims we cannot use -------------------------------------------------------------------------

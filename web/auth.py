@@ -6,16 +6,19 @@ The result is `g.actor` (None without a token), the one place resolvers learn th
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
 
 from flask import Flask, current_app, g, jsonify, request
 
 from models.actors import Actor
 from models.customers import provision_customer
-from models.db import db
+from models.db import db, has_written
 from web.config import Settings
 from web.identity import IdentityProvider
 from web.logs import subject_var
 from web.tokens import (
+    VERIFIED_TOKENS_KEPT,
     InvalidToken,
     JWKSCache,
     TokenVerifier,
@@ -34,6 +37,11 @@ class Auth:
         self.settings = settings
         self.provider: IdentityProvider | None = None
         self.verifier: TokenVerifier | None = None
+        # A token whose customer was already committed, with claims that changed nothing,
+        # names the same customer until it expires (customers are never deleted): later
+        # requests with it need no query. Only verified tokens are looked up here.
+        self._actors: OrderedDict[str, Actor] = OrderedDict()
+        self._actors_lock = threading.Lock()
         if settings.oidc_issuer:
             self.provider = IdentityProvider(
                 settings.oidc_issuer,
@@ -47,6 +55,22 @@ class Auth:
                 audience=settings.audience,
             )
 
+    def actor_for_token(self, token: str, claims: dict) -> Actor:
+        """`actor_for(claims)`, remembered for this token once provisioning found nothing to
+        write."""
+        with self._actors_lock:
+            actor = self._actors.get(token)
+            if actor is not None:
+                self._actors.move_to_end(token)
+                return actor
+        actor = self.actor_for(claims)
+        if not has_written(db.session):
+            with self._actors_lock:
+                self._actors[token] = actor
+                if len(self._actors) > VERIFIED_TOKENS_KEPT:
+                    self._actors.popitem(last=False)
+        return actor
+
     def actor_for(self, claims: dict) -> Actor:
         """The caller as the domain sees it, its customer record created on first sight."""
         roles = roles_from_claims(claims, self.settings.oidc_client_id)
@@ -58,9 +82,6 @@ class Auth:
             phone=claims.get("phone_number"),
             region=self.settings.default_region,
         )
-        # Held for the request, so the session's (weak) identity map keeps it: orders placed
-        # for the caller then need no query for it.
-        db.session.info["caller_customer"] = customer
         return Actor(
             subject=claims["sub"],
             roles=roles,
@@ -69,7 +90,6 @@ class Auth:
             name=_text(claims, "name"),
             email=_text(claims, "email"),
             username=_text(claims, "preferred_username"),
-            phone=customer.phone,
         )
 
 
@@ -119,5 +139,5 @@ def authenticate():
         log.info("token refused: %s", error)
         return _refuse()
     subject_var.set(claims["sub"])
-    g.actor = auth.actor_for(claims)
+    g.actor = auth.actor_for_token(token.strip(), claims)
     return None

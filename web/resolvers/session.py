@@ -8,6 +8,8 @@ from ariadne import MutationType, QueryType
 from graphql import GraphQLResolveInfo
 
 from models.actors import Actor
+from models.customers import Customer
+from models.db import db
 from web.auth import current_auth
 from web.identity import UNAVAILABLE, GrantResult
 from web.resolvers.common import actor_of
@@ -18,12 +20,14 @@ session_mutations = MutationType()
 
 
 def user_info(actor: Actor) -> dict[str, Any]:
+    # The phone is the customer record's (an edit through updateCustomer shows at once).
+    customer = db.session.get(Customer, actor.customer_id) if actor.customer_id else None
     return {
         "user_id": actor.subject,
         "email": actor.email,
         "full_name": actor.name,
         "username": actor.username,
-        "phone": actor.phone,
+        "phone": customer.phone if customer else None,
         "roles": sorted(actor.roles),
     }
 
