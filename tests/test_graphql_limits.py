@@ -182,6 +182,23 @@ def test_cost_limit_reads_the_requests_variables(prod):
     assert accepted.get_json() == {"data": {"allOrders": []}}
 
 
+def test_cost_limit_judges_each_request_of_one_document_by_its_own_variables(prod):
+    answers = [prod.post(COSTLY, {"n": n}).status_code for n in (2, 100, 2, "100", 2)]
+
+    assert answers == [200, 400, 200, 400, 200]
+
+
+def test_a_missing_variable_is_refused_alike_before_and_after_the_document_ran(prod):
+    document = "mutation($id: ID!) { confirmOrder(orderId: $id) { success } }"
+    before = prod.post(document)
+    ran = prod.post(document, {"id": "not-an-order"})
+    after = prod.post(document)
+
+    assert ran.status_code == 200
+    assert (after.status_code, after.get_json()) == (before.status_code, before.get_json())
+    assert "$id" in messages_of(after)
+
+
 def test_cost_limit_refuses_large_literal_page_sizes(prod):
     response = prod.post(COSTLY.replace("$n", "100").replace("query(100: Int)", "query"))
 

@@ -41,6 +41,7 @@ from web.resolvers import bindables
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.graphql"
 DID_YOU_MEAN = re.compile(r"\s*Did you mean .*\?$")
+MAX_KEYED_STRING = 64
 JSON_TYPES = ("application/json", "application/graphql-response+json")
 
 log = logging.getLogger(__name__)
@@ -144,10 +145,10 @@ class GraphQLService:
         self.schema = build_schema()
         self.depth_rule = depth_limit(settings.graphql_max_depth)
         self.explorer = ExplorerGraphiQL(title="Order service")
-        # Each distinct document is parsed once; clients send the same few documents.
         # Each distinct document is parsed and checked against the static rules once; clients
         # send the same few documents. Only the cost, which depends on variables, is per request.
         self.prepare = lru_cache(maxsize=512)(self._prepare)
+        self._cost_errors_by_shape = lru_cache(maxsize=1024)(self._cost_errors_for_shape)
 
     def parse(self, query: str) -> DocumentNode:
         return self.prepare(query).document
@@ -183,10 +184,11 @@ class GraphQLService:
         ]
         return names[0] if len(names) == 1 else None
 
-    def cost_rule(self, document: DocumentNode, data: dict[str, Any]) -> type[ASTValidationRule]:
-        """The cost limit for this document with this request's variables."""
-        given = data.get("variables")
-        variables = dict(given) if isinstance(given, dict) else {}
+    def cost_rule(
+        self, document: DocumentNode, variables: dict[str, Any]
+    ) -> type[ASTValidationRule]:
+        """The cost limit for this document with these variables."""
+        variables = dict(variables)
         # An omitted variable costs what its default says it is.
         for definition in document.definitions:
             if isinstance(definition, OperationDefinitionNode):
@@ -200,6 +202,29 @@ class GraphQLService:
             variables=variables,
             cost_map=COST_MAP,
         )
+
+    def cost_errors(self, query: str, data: dict[str, Any]) -> tuple[GraphQLError, ...]:
+        """What the cost limit finds wrong with this request; the same answer for requests
+        that differ only in what the check cannot see (see `cost_shape`)."""
+        given = data.get("variables")
+        variables = given if isinstance(given, dict) else {}
+        shape = cost_shape(variables)
+        if shape is None:
+            return self._cost_errors(query, variables)
+        return self._cost_errors_by_shape(query, shape)
+
+    def _cost_errors(self, query: str, variables: dict[str, Any]) -> tuple[GraphQLError, ...]:
+        document = self.prepare(query).document
+        rule = self.cost_rule(document, variables)
+        return tuple(validate(self.schema, document, (rule,)))
+
+    def _cost_errors_for_shape(
+        self, query: str, shape: tuple[tuple[str, Any], ...]
+    ) -> tuple[GraphQLError, ...]:
+        variables = {
+            name: value[0]() if isinstance(value, tuple) else value for name, value in shape
+        }
+        return self._cost_errors(query, variables)
 
     def format_error(self, error: GraphQLError, debug: bool = False) -> dict[str, Any]:
         """Shape an error; unexpected exceptions are logged and hidden in production."""
@@ -228,12 +253,11 @@ class GraphQLService:
             prepared = self.prepare(data["query"])
         except GraphQLError as error:
             return {"errors": [self.format_error(error)]}
-        cost_rule = self.cost_rule(prepared.document, data)
 
-        def validator(schema: GraphQLSchema, document: DocumentNode, **_: Any) -> list:
+        def validator(_schema: GraphQLSchema, _document: DocumentNode, **_: Any) -> list:
             if prepared.errors:
                 return list(prepared.errors)
-            return validate(schema, document, (cost_rule,))
+            return list(self.cost_errors(data["query"], data))
 
         _, result = graphql_sync(
             self.schema,
@@ -241,13 +265,31 @@ class GraphQLService:
             context_value=context,
             query_document=prepared.document,
             query_validator=validator,
-            validation_rules=[cost_rule],
             introspection=True,  # checked with the static rules, once per document
             debug=not self.settings.is_production,
             error_formatter=self.format_error,
             logger=quiet,
         )
         return result
+
+
+def cost_shape(variables: dict[str, Any]) -> tuple[tuple[str, Any], ...] | None:
+    """The variables as the cost check sees them, or None if they are too large to key on.
+
+    The check (ariadne's) reads a variable's value only as a page size (`first`): a number or
+    a numeric string, while an object or a list counts as no page size whatever it holds.
+    Everywhere else it asks only whether a variable is given and whether it is null. So an
+    object or a list is keyed by its type alone (`(dict,)`, `(list,)`: JSON has no tuples) and
+    checked as an empty one, which answers those questions the same way.
+    """
+    shape = []
+    for name, value in variables.items():
+        if isinstance(value, dict | list):
+            value = (type(value),)
+        elif isinstance(value, str) and len(value) > MAX_KEYED_STRING:
+            return None
+        shape.append((name, value))
+    return tuple(sorted(shape, key=lambda item: item[0]))
 
 
 def error_response(status: int, message: str, code: str) -> Response:
