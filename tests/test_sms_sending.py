@@ -776,6 +776,25 @@ def test_without_at_api_url_the_sdk_talks_to_africas_talking_itself():
     assert sender.service._baseUrl.endswith("/version1")
 
 
+def test_the_sender_goes_through_the_proxy_the_environment_names(
+    gateway, gateway_server, monkeypatch
+):
+    # A host that does not resolve, reached only through the proxy: the local gateway, which
+    # answers the proxied request for it.
+    monkeypatch.setenv("HTTP_PROXY", gateway_server.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    sender = AfricasTalkingSender(
+        username="sandbox", api_key=API_KEY, base_url="http://sms-gateway.invalid", timeout=2
+    )
+    monkeypatch.delenv("HTTP_PROXY")  # read when the sender was built, not on every send
+
+    result = sender.send(PHONE, "via the proxy")
+
+    assert result.outcome is Outcome.ACCEPTED, result.error
+    assert [message["message"] for message in gateway.messages] == ["via the proxy"]
+
+
 def test_a_number_the_sdk_refuses_is_a_permanent_failure_without_a_request(gateway, gateway_server):
     sender = AfricasTalkingSender(
         username="sandbox", api_key=API_KEY, base_url=gateway_server.url, timeout=2

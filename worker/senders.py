@@ -88,6 +88,13 @@ class _PooledSMSService(SMSService):
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
         self.http.mount("http://", adapter)
         self.http.mount("https://", adapter)
+        # The proxy and CA bundle settings of the environment (HTTPS_PROXY, NO_PROXY,
+        # REQUESTS_CA_BUNDLE, ...) are read once for the gateway's URL, not on every send.
+        found = self.http.merge_environment_settings(self._baseUrl, {}, None, None, None)
+        self.http.trust_env = False
+        self.http.proxies.update(found["proxies"])
+        self.http.verify = found["verify"]
+        self.http.cert = found["cert"]
 
     def _make_request(self, url, method, headers, data, params, callback=None, timeout=None):  # type: ignore[override]
         return self.http.request(
