@@ -35,8 +35,11 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
         SQLALCHEMY_DATABASE_URI=settings.database_url,
         SQLALCHEMY_ENGINE_OPTIONS={
             "pool_pre_ping": True,
-            "pool_size": 10,
-            "max_overflow": 10,
+            # At most 20 connections per process, all of them kept once opened: the worker's
+            # 32 threads would otherwise open and close "overflow" connections all the time,
+            # each a new PostgreSQL backend. A thread finding none free waits (pool_timeout).
+            "pool_size": 20,
+            "max_overflow": 0,
             "pool_timeout": 5,
             "connect_args": {"connect_timeout": 5, "application_name": "order-service-web"},
         },
