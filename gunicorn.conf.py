@@ -24,6 +24,10 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # to use more cores.
 worker_class = "gthread"
 threads = int(os.environ.get("WEB_THREADS", "4"))
+# Each worker listens on a socket of its own (SO_REUSEPORT) and the kernel spreads new
+# connections across them. With one shared socket, the first worker to wake takes a burst of
+# keep-alive connections and keeps them: under such a client, one core works, the other idles.
+reuse_port = True
 timeout = 30
 graceful_timeout = 20
 keepalive = 5

@@ -1,11 +1,12 @@
 """The database extension and the naming convention that keeps migrations stable."""
 
+import time
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import DateTime, MetaData, event, func
+from sqlalchemy import DateTime, Engine, MetaData, event, exc, func
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import (
     DeclarativeBase,
@@ -85,3 +86,30 @@ def _forget_writes(session: Session, transaction: SessionTransaction) -> None:
 def has_written(session: Session) -> bool:
     """Whether the session's current transaction has written anything."""
     return bool(session.info.get(_WROTE))
+
+
+# -- stale connections ----------------------------------------------------------------------
+# A pooled connection may have died while it sat in the pool (a database restart, a failover,
+# an idle timeout). Checking each one before use ("pre-ping") costs a round trip on every
+# checkout; a connection handed back a moment ago is as alive as the statement that just used
+# it, so only one that sat idle longer than this is checked.
+PING_AFTER_IDLE_SECONDS = 2.0
+
+
+def ping_when_idle(engine: Engine, idle_seconds: float = PING_AFTER_IDLE_SECONDS) -> None:
+    """Check a pooled connection before use when it sat idle over `idle_seconds`; a dead one
+    is replaced by a new connection (the pool retries the checkout)."""
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_connection: Any, record: Any) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _check(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        returned = record.info.get("returned_at")
+        if returned is None or time.monotonic() - returned < idle_seconds:
+            return  # new, or back in the pool only a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as error:
+            raise exc.DisconnectionError(str(error)) from error

@@ -180,7 +180,7 @@ PLACE_ORDER = (
     )
     SELECT * FROM placed
     """
-        )
+        ).columns(*Order.__table__.columns)  # typed: its result is mapped once, not per call
     )
     .execution_options(writes=True)
 )

@@ -8,10 +8,16 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
+import psycopg
 import pytest
+from sqlalchemy import text
 
+from models.db import PING_AFTER_IDLE_SECONDS, db
+from tests.clients import GraphQLClient
+from tests.conftest import SERVER_URL, _admin_dsn
 from web.logs import JsonFormatter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,6 +63,23 @@ def test_readyz_names_postgres_when_it_is_down(make_app):
 def _json_lines(caplog) -> list[dict]:
     formatter = JsonFormatter()
     return [json.loads(formatter.format(record)) for record in caplog.records]
+
+
+def test_a_pooled_connection_that_died_while_idle_is_replaced_unnoticed(make_app, idp, committed):
+    app = make_app()
+    client = GraphQLClient(app.test_client(), idp.issue_access_token("jane"))
+    client.execute("{ me { id } }")  # leaves one connection in the pool
+    with app.app_context():
+        pid = db.session.scalar(text("SELECT pg_backend_pid()"))
+        db.session.commit()
+    with psycopg.connect(_admin_dsn(SERVER_URL), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))  # as a database restart would
+    time.sleep(PING_AFTER_IDLE_SECONDS + 0.2)
+
+    response = client.post("{ me { id } }")
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert "errors" not in response.get_json()
 
 
 def test_a_request_id_is_returned_and_stamped_on_log_lines(jane, caplog):

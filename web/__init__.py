@@ -11,7 +11,7 @@ from flask_migrate import Migrate
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from models.db import db
+from models.db import db, ping_when_idle
 from web import logs, sentry
 from web.config import Settings
 
@@ -34,7 +34,6 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
         SECRET_KEY=settings.secret_key,
         SQLALCHEMY_DATABASE_URI=settings.database_url,
         SQLALCHEMY_ENGINE_OPTIONS={
-            "pool_pre_ping": True,
             # At most 20 connections per process, all of them kept once opened: the worker's
             # 32 threads would otherwise open and close "overflow" connections all the time,
             # each a new PostgreSQL backend. A thread finding none free waits (pool_timeout).
@@ -52,6 +51,9 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     sentry.init(settings)
 
     db.init_app(app)
+    with app.app_context():
+        for engine in db.engines.values():
+            ping_when_idle(engine)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), compare_type=True)
 
     from web import auth, callbacks, commands, graphql, health, metrics
