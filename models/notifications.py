@@ -262,20 +262,23 @@ def publish_after_commit(session: Session, notification_id: uuid.UUID) -> None:
 
 # The worker's statements run once per SMS; built once, only their parameters change.
 _CLAIM = (
-    update(Notification)
-    .where(
-        Notification.id == bindparam("notification_id"),
-        Notification.status == NotificationStatus.QUEUED,
-        Notification.next_attempt_at <= func.clock_timestamp() + timedelta(seconds=1),
+    select(Notification)
+    .from_statement(
+        update(Notification.__table__)
+        .where(
+            Notification.id == bindparam("notification_id"),
+            Notification.status == NotificationStatus.QUEUED,
+            Notification.next_attempt_at <= func.clock_timestamp() + timedelta(seconds=1),
+        )
+        .values(
+            status=NotificationStatus.SENDING,
+            attempts=Notification.attempts + 1,
+            lease_expires_at=func.clock_timestamp() + bindparam("lease", type_=Interval),
+            updated_at=func.clock_timestamp(),
+        )
+        .returning(*Notification.__table__.columns)
     )
-    .values(
-        status=NotificationStatus.SENDING,
-        attempts=Notification.attempts + 1,
-        lease_expires_at=func.clock_timestamp() + bindparam("lease", type_=Interval),
-        updated_at=func.clock_timestamp(),
-    )
-    .returning(Notification)
-    .execution_options(synchronize_session=False, populate_existing=True)
+    .execution_options(populate_existing=True, writes=True)
 )
 
 
@@ -299,21 +302,25 @@ class GatewayResult(Protocol):
     raw_reply: str | None
 
 
+_RECORD_ATTEMPT = insert(NotificationAttempt.__table__)
+
+
 def record_attempt(session: Session, notification: Notification, result: GatewayResult) -> None:
     """Append the attempt; the attempts table is never updated or pruned. Written at once
     (a plain INSERT, no unit of work): nothing reads it back in the worker."""
     session.execute(
-        insert(NotificationAttempt).values(
-            notification_id=notification.id,
-            started_at=result.started_at,
-            duration_ms=result.duration_ms,
-            http_status=result.http_status,
-            gateway_status_code=result.status_code,
-            gateway_status=result.status,
-            provider_message_id=result.message_id,
-            error=result.error,
-            raw_reply=_first_bytes(result.raw_reply, RAW_REPLY_LIMIT),
-        )
+        _RECORD_ATTEMPT,
+        {
+            "notification_id": notification.id,
+            "started_at": result.started_at,
+            "duration_ms": result.duration_ms,
+            "http_status": result.http_status,
+            "gateway_status_code": result.status_code,
+            "gateway_status": result.status,
+            "provider_message_id": result.message_id,
+            "error": result.error,
+            "raw_reply": _first_bytes(result.raw_reply, RAW_REPLY_LIMIT),
+        },
     )
 
 
@@ -325,16 +332,15 @@ def _first_bytes(text: str | None, limit: int) -> str | None:
 
 
 def _moving(notification_id: Any, from_: tuple[str, ...], claimed: Any, **values: Any) -> Any:
-    statement = update(Notification).where(
+    # The table, not the entity: no ORM bookkeeping for rows this session does not hold.
+    statement = update(Notification.__table__).where(
         Notification.id == notification_id, Notification.status.in_(from_)
     )
     if claimed is not None:
         # Only the claim that made this attempt may settle it: after an expired lease the
         # sweep may have handed the row to another worker (whose claim counted one more).
         statement = statement.where(Notification.attempts == claimed)
-    return statement.values(updated_at=func.clock_timestamp(), **values).execution_options(
-        synchronize_session=False
-    )
+    return statement.values(updated_at=func.clock_timestamp(), **values)
 
 
 def _move(
