@@ -24,6 +24,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    bindparam,
     delete,
     func,
     select,
@@ -41,8 +42,6 @@ from models.errors import DomainError, ErrorCode, ErrorCollector
 from models.notifications import (
     NotificationKind,
     NotificationStatus,
-    OutboxMessage,
-    enqueue,
     message_body,
     publish_after_commit,
 )
@@ -360,19 +359,6 @@ def create_order(
     return OrderResult(order=session.get_one(Order, earlier.order_id), replayed=True)
 
 
-def _notify(
-    session: Session, order: Order, kind: NotificationKind, company: str, phone: str | None
-) -> None:
-    """The outbox row for this change, in the same transaction as the change itself."""
-    enqueue(
-        session,
-        OutboxMessage(
-            order_id=order.id, kind=kind, phone=phone, total=order.total, currency=order.currency
-        ),
-        company=company,
-    )
-
-
 def purge_expired_idempotency_keys(session: Session, *, limit: int = 5000) -> int:
     """Forget idempotency keys older than 24 hours; returns how many went."""
     expired = (
@@ -403,6 +389,42 @@ def get_order(session: Session, *, actor: Actor, order_id: object) -> Order:
     return order
 
 
+# A state change moves the order with one conditional UPDATE (the caller's own order, or any
+# for an admin), then writes its event and its QUEUED notification with one statement. Built
+# once; the notification's phone is the customer row's.
+def _moving_order(*conditions: Any) -> Any:
+    return (
+        select(Order)
+        .from_statement(
+            update(Order.__table__)
+            .where(
+                Order.id == bindparam("order_id"),
+                Order.status.in_(bindparam("allowed_from", expanding=True)),
+                *conditions,
+            )
+            .values(status=bindparam("to"), updated_at=func.clock_timestamp())
+            .returning(*Order.__table__.columns)
+        )
+        .execution_options(populate_existing=True, writes=True)
+    )
+
+
+_MOVE_ANY_ORDER = _moving_order()
+_MOVE_OWN_ORDER = _moving_order(Order.customer_id == bindparam("own_customer_id"))
+_RECORD_CHANGE = text(
+    """
+    WITH event AS (
+        INSERT INTO order_events (order_id, type, actor, data)
+        VALUES (:order_id, :event_type, :subject, CAST(:event_data AS jsonb))
+    )
+    INSERT INTO notifications (id, order_id, kind, phone, body, status, attempts, request_id)
+    SELECT :notification_id, :order_id, :kind, phone, :body, :notification_status, 0,
+           :request_id
+    FROM customers WHERE id = :customer_id
+    """
+).execution_options(writes=True)
+
+
 def _transition(
     session: Session,
     *,
@@ -416,16 +438,22 @@ def _transition(
     company: str,
 ) -> Order:
     key = _order_id(order_id)
-    statement = (
-        update(Order)
-        .where(Order.id == key, Order.status.in_([status.value for status in allowed_from]))
-        .values(status=to.value, updated_at=func.clock_timestamp())
-        .returning(Order)
-        .execution_options(synchronize_session="fetch")
-    )
-    if not actor.is_admin:
-        statement = statement.where(Order.customer_id == actor.customer_id)
-    order = session.scalars(statement).one_or_none()
+    allowed = [status.value for status in allowed_from]
+    if actor.is_admin:
+        moved = session.scalars(
+            _MOVE_ANY_ORDER, {"order_id": key, "allowed_from": allowed, "to": to.value}
+        )
+    else:
+        moved = session.scalars(
+            _MOVE_OWN_ORDER,
+            {
+                "order_id": key,
+                "allowed_from": allowed,
+                "to": to.value,
+                "own_customer_id": actor.customer_id,
+            },
+        )
+    order = moved.one_or_none()
     if order is None:
         current = get_order(session, actor=actor, order_id=key)
         raise DomainError.single(
@@ -434,10 +462,29 @@ def _transition(
             f"order is {current.status}; "
             f"only a {' or '.join(allowed_from)} order can be {to.lower()}",
         )
-    session.add(OrderEvent(order_id=order.id, type=event.value, actor=actor.subject, data=data))
-    customer = session.get_one(Customer, order.customer_id)
-    _notify(session, order, notify, company, customer.phone)
-    session.flush()
+    notification_id = uuid.uuid4()
+    session.execute(
+        _RECORD_CHANGE,
+        {
+            "order_id": order.id,
+            "event_type": event.value,
+            "subject": actor.subject,
+            "event_data": json.dumps(data),
+            "notification_id": notification_id,
+            "kind": notify.value,
+            "body": message_body(
+                notify,
+                company=company,
+                order_id=order.id,
+                total=order.total,
+                currency=order.currency,
+            ),
+            "notification_status": NotificationStatus.QUEUED.value,
+            "request_id": session.info.get("request_id"),
+            "customer_id": order.customer_id,
+        },
+    )
+    publish_after_commit(session, notification_id)
     return order
 
 
