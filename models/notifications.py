@@ -8,7 +8,6 @@ Every change is a conditional UPDATE, so a repeated task or callback changes not
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -214,41 +213,6 @@ def message_body(
     if length > fits:  # a long or non-GSM company name: keep what matters
         text = f"Order {reference} ({amount}): {kind.removeprefix('ORDER_').lower()}."
     return text
-
-
-@dataclass(frozen=True)
-class OutboxMessage:
-    """What the order change asks to be sent; becomes a QUEUED notification row."""
-
-    order_id: uuid.UUID
-    kind: NotificationKind
-    phone: str | None
-    total: Decimal
-    currency: str
-
-
-def enqueue(session: Session, message: OutboxMessage, *, company: str) -> Notification:
-    """Write a QUEUED notification in the caller's transaction (the outbox). The request id
-    the web layer put in `session.info` goes with it, into the worker's logs."""
-    notification = Notification(
-        id=uuid.uuid4(),
-        order_id=message.order_id,
-        kind=message.kind.value,
-        phone=message.phone,
-        body=message_body(
-            message.kind,
-            company=company,
-            order_id=message.order_id,
-            total=message.total,
-            currency=message.currency,
-        ),
-        status=NotificationStatus.QUEUED.value,
-        attempts=0,
-        request_id=session.info.get("request_id"),
-    )
-    session.add(notification)
-    publish_after_commit(session, notification.id)
-    return notification
 
 
 def publish_after_commit(session: Session, notification_id: uuid.UUID) -> None:

@@ -8,13 +8,22 @@ rows survive a request that ends without committing and vanish when the test end
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from decimal import Decimal
 
 import factory
 from sqlalchemy import text
+from sqlalchemy.orm import Session
 
 from models import Customer, Order
 from models.db import db
+from models.notifications import (
+    Notification,
+    NotificationKind,
+    NotificationStatus,
+    message_body,
+    publish_after_commit,
+)
 from models.orders import OrderStatus
 
 
@@ -60,3 +69,38 @@ def row_counts(session) -> dict[str, int]:
         table: session.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()  # noqa: S608
         for table in TABLES
     }
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """A notification to queue directly, as an order change would."""
+
+    order_id: uuid.UUID
+    kind: NotificationKind
+    phone: str | None
+    total: Decimal
+    currency: str
+
+
+def enqueue(session: Session, message: OutboxMessage, *, company: str) -> Notification:
+    """A QUEUED notification written in the caller's transaction and handed to the outbox
+    relay after the commit, as the order changes in `models.orders` write theirs."""
+    notification = Notification(
+        id=uuid.uuid4(),
+        order_id=message.order_id,
+        kind=message.kind.value,
+        phone=message.phone,
+        body=message_body(
+            message.kind,
+            company=company,
+            order_id=message.order_id,
+            total=message.total,
+            currency=message.currency,
+        ),
+        status=NotificationStatus.QUEUED.value,
+        attempts=0,
+        request_id=session.info.get("request_id"),
+    )
+    session.add(notification)
+    publish_after_commit(session, notification.id)
+    return notification

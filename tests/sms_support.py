@@ -37,10 +37,8 @@ from models.notifications import (
     Notification,
     NotificationAttempt,
     NotificationKind,
-    OutboxMessage,
-    enqueue,
 )
-from tests.factories import OrderFactory
+from tests.factories import OrderFactory, OutboxMessage, enqueue
 from web import create_app
 from web.config import Settings
 from worker.celery_app import bind_flask_app, celery_app

@@ -19,10 +19,9 @@ from models.notifications import (
     Notification,
     NotificationKind,
     NotificationStatus,
-    OutboxMessage,
-    enqueue,
     short_reference,
 )
+from tests.factories import OutboxMessage, enqueue
 from tests.sms_support import (  # noqa: F401 - fixtures, used by name
     JANE_PHONE,
     committed_sms,

@@ -10,9 +10,9 @@ from decimal import Decimal
 
 import redis
 
-from models.notifications import NotificationKind, OutboxMessage, enqueue
+from models.notifications import NotificationKind
 from tests.conftest import REDIS_URL
-from tests.factories import OrderFactory
+from tests.factories import OrderFactory, OutboxMessage, enqueue
 from worker import outbox
 
 

@@ -23,6 +23,7 @@ from models.notifications import (
     NotificationKind,
     NotificationStatus,
 )
+from tests.factories import OutboxMessage, enqueue
 from tests.sms_support import (  # noqa: F401 - fixtures, used by name
     CALLBACK_SECRET,
     DELIVERY_PATH,
@@ -31,12 +32,10 @@ from tests.sms_support import (  # noqa: F401 - fixtures, used by name
     REDIS_URL,
     ROOT,
     OrderFactory,
-    OutboxMessage,
     WorkerProcess,
     celery_worker,
     committed_sms,
     dispose,
-    enqueue,
     forget_unacked,
     gateway,
     gateway_server,
