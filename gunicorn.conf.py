@@ -3,6 +3,7 @@
 Deployment knobs come from the platform's environment: PORT, WEB_CONCURRENCY, WEB_THREADS.
 """
 
+import gc
 import os
 import shutil
 import tempfile
@@ -45,6 +46,13 @@ errorlog = "-"
 # No runtime control socket: it would live under $HOME, read-only in containers.
 control_socket_disable = True
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def pre_fork(server, worker):
+    """What the master loaded (the app, the schema, the mappers) is frozen out of the garbage
+    collector: a worker's full collection then neither scans those objects nor writes to their
+    pages, which stay shared with the master instead of being copied into every worker."""
+    gc.freeze()
 
 
 def post_fork(server, worker):
