@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 BACKLOG_LIMIT = 10_000
 PAUSE_AFTER_FAILURE_SECONDS = 5.0
 PUBLISH_BATCH = 100
-# After the first id of a batch, wait this long for more: a publish costs about three times as
-# much CPU per id alone as in a batch of ten, and an SMS 50 ms later is no later to anyone.
+# After the first id of a batch, wait this long for more (unless a full batch is already
+# there): a publish costs about three times as much CPU per id alone as in a batch of ten,
+# and an SMS 50 ms later is no later to anyone.
 GATHER_SECONDS = 0.05
 SEND_TASK = "notifications.send"
 
@@ -70,7 +71,8 @@ class Relay:
     def _run(self) -> None:
         while True:
             batch = [self._queue.get()]
-            time.sleep(GATHER_SECONDS)
+            if self._queue.qsize() < PUBLISH_BATCH - 1:  # else a full batch waits already
+                time.sleep(GATHER_SECONDS)
             # Whatever piled up meanwhile goes out with it: one pipelined round trip to Redis.
             while len(batch) < PUBLISH_BATCH:
                 try:
