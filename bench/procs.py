@@ -266,7 +266,7 @@ class CpuMeter:
     def stop(self) -> dict[str, float]:
         """Percent of one core per group since the meter started."""
         after = self._snapshot()
-        wall = max(1e-6, time.monotonic() - self.started)
+        wall = self.seconds = max(1e-6, time.monotonic() - self.started)
         used = {name: max(0.0, after[name] - self.before[name]) for name in after}
         known = sum(value for name, value in used.items() if name != "machine" and "/" not in name)
         used["other"] = max(0.0, used["machine"] - known)

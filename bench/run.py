@@ -560,7 +560,7 @@ class Bench:
             run_load(warm, self.settings.loadgen, self.work_dir, f"{name}-warmup")
         meter, counters = self.cpu_meter(), data.db_counters(self.database_url)
         result = run_load(spec, self.settings.loadgen, self.work_dir, name)
-        self.record_cpu(name, meter)
+        self.record_cpu(name, meter, result.requests)
         self.record_db(name, counters, result.requests)
         self.problems += result.problems(name)
         say(
@@ -578,12 +578,21 @@ class Bench:
         }
         return CpuMeter(trees, split=("web", "floor"))
 
-    def record_cpu(self, name: str, meter: CpuMeter) -> None:
+    def record_cpu(self, name: str, meter: CpuMeter, operations: int) -> None:
         usage = meter.stop()
         self.measurements.setdefault("cpu_percent", {})[name] = usage
         say(f"{name}: {cpu_line(usage)}")
-        # gthread workers keep each keep-alive connection they accepted: with few long-lived
-        # client connections one worker may get nearly all of them, and the run its CPU only.
+        # CPU time per request or task: steadier than rates on a machine whose speed drifts.
+        per = {
+            key: round(percent / 100 * meter.seconds / max(1, operations) * 1000, 3)
+            for key, percent in usage.items()
+            if "/" not in key and percent >= 1
+        }
+        self.measurements.setdefault("cpu_ms_per_operation", {})[name] = per
+        say(f"{name}: CPU ms per operation: " + ", ".join(f"{k} {v}" for k, v in per.items()))
+        # Each gunicorn worker gets the connections the kernel hashes to its socket: with few
+        # long-lived client connections one worker may get nearly all of them, and the run its
+        # CPU only.
         workers = [value for key, value in usage.items() if key.startswith("web/")]
         if len(workers) > 1 and sum(workers) > 50 and min(workers) < 0.25 * max(workers):
             self.notes.append(
@@ -980,7 +989,7 @@ class Bench:
         if publisher.returncode != 0:
             raise BenchError(f"bench.publish failed with status {publisher.returncode}")
         finished_at = wait(time.monotonic() + 60 + count / 10)
-        self.record_cpu(name, meter)
+        self.record_cpu(name, meter, count)
         self.record_db(name, counters, count)
         published = json.loads(stdout.strip().splitlines()[-1])
         if finished_at is None:
