@@ -86,6 +86,12 @@ SUCCESS = '"success":true'
 PHASES = ("create", "confirm", "my-orders", "drain")
 
 
+def check_alive(processes: list[Managed]) -> None:
+    """Raise if any of these processes died."""
+    for process in processes:
+        process.check()
+
+
 def _body(query: str, variables: dict[str, Any]) -> str:
     return json.dumps({"query": query, "variables": variables}, separators=(",", ":"))
 
@@ -158,6 +164,7 @@ class Settings:
     drain_count: int
     worker_pool: str | None
     worker_concurrency: int | None
+    worker_processes: int
     profile: bool
     only: tuple[str, ...]
     results_path: Path
@@ -188,6 +195,12 @@ def parse_settings(argv: list[str] | None) -> Settings:
     parser.add_argument("--worker-pool", help="override the Procfile worker's --pool")
     parser.add_argument("--worker-concurrency", type=int, help="override its --concurrency")
     parser.add_argument(
+        "--worker-processes",
+        type=int,
+        default=1,
+        help="run the Procfile's worker (and the no-op worker) this many times, scaled out (1)",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="py-spy the web workers under createOrder load"
     )
     parser.add_argument(
@@ -215,6 +228,7 @@ def parse_settings(argv: list[str] | None) -> Settings:
         drain_count=args.drain or (200 if smoke else 5_000),
         worker_pool=args.worker_pool,
         worker_concurrency=args.worker_concurrency,
+        worker_processes=args.worker_processes,
         profile=args.profile,
         only=args.only,
         results_path=args.results,
@@ -440,25 +454,45 @@ class Bench:
         return f"{command} {extra}"
 
     def _start_workers(self) -> None:
-        sms = self._worker_command(f"--hostname=bench-sms-{self.tag}@%h")
-        noop = self._worker_command(
-            f"--include bench.noop_tasks --queues={self.noop_queue} "
-            f"--hostname=bench-noop-{self.tag}@%h"
-        )
-        with step(f"Celery workers: {sms}"):
-            self.worker = self.procs.start(
-                "worker", ["sh", "-c", f"exec {sms}"], self.prod_env, cwd=ROOT, grace=25
+        """The SMS worker and the no-op worker, each `--worker-processes` times (named worker,
+        worker-2, ...; the first is the one whose memory is measured)."""
+        self.workers: list[Managed] = []
+        self.noop_workers: list[Managed] = []
+        for index in range(1, max(1, self.settings.worker_processes) + 1):
+            suffix = "" if index == 1 else f"-{index}"
+            sms = self._worker_command(f"--hostname=bench-sms-{self.tag}{suffix}@%h")
+            noop = self._worker_command(
+                f"--include bench.noop_tasks --queues={self.noop_queue} "
+                f"--hostname=bench-noop-{self.tag}{suffix}@%h"
             )
-            self.noop_worker = self.procs.start(
-                "noop-worker", ["sh", "-c", f"exec {noop}"], self.prod_env, cwd=ROOT, grace=25
-            )
-            for process in (self.worker, self.noop_worker):
-                wait_until(lambda p=process: log_contains(p, r"ready\."), 90, process.name, process)
+            with step(f"Celery workers: {sms}"):
+                worker = self.procs.start(
+                    f"worker{suffix}",
+                    ["sh", "-c", f"exec {sms}"],
+                    self.prod_env,
+                    cwd=ROOT,
+                    grace=25,
+                )
+                noop_worker = self.procs.start(
+                    f"noop-worker{suffix}",
+                    ["sh", "-c", f"exec {noop}"],
+                    self.prod_env,
+                    cwd=ROOT,
+                    grace=25,
+                )
+                for process in (worker, noop_worker):
+                    wait_until(
+                        lambda p=process: log_contains(p, r"ready\."), 90, process.name, process
+                    )
+            self.workers.append(worker)
+            self.noop_workers.append(noop_worker)
+        self.worker, self.noop_worker = self.workers[0], self.noop_workers[0]
         banner = re.search(
             r"concurrency:\s*(\d+)\s*\((\w+)\)", self.worker.log_path.read_text(errors="replace")
         )
         self.measurements["worker"] = {
             "command": sms,
+            "processes": len(self.workers),
             "concurrency": int(banner[1]) if banner else None,
             "pool": banner[2] if banner else None,
         }
@@ -574,7 +608,8 @@ class Bench:
         trees = {
             process.name: process.pid
             for process in self.procs.started
-            if process.name in ("web", "floor", "worker", "noop-worker", "sms-gateway")
+            if process.name in ("web", "floor", "sms-gateway")
+            or process.name.startswith(("worker", "noop-worker"))
         }
         return CpuMeter(trees, split=("web", "floor"))
 
@@ -725,7 +760,7 @@ class Bench:
         idle_since: float | None = None
         with data.connect(self.database_url) as connection:
             while data.pending_notifications(connection):
-                self.worker.check()
+                check_alive(self.workers)
                 now = time.monotonic()
                 if not self._broker_empty(self.sms_queue):
                     idle_since = None
@@ -855,7 +890,7 @@ class Bench:
                 self._publisher(self.sms_queue, SEND_TASK, "--ids-file", str(ids_file)),
                 count,
                 lambda deadline: self._wait_sms_sent(count, deadline),
-                self.worker,
+                self.workers,
             )
         gateway = self._gateway_admin("stats")
         self.set_gateway_latency(0)
@@ -875,7 +910,7 @@ class Bench:
                 self._publisher(self.noop_queue, NOOP_TASK, "--count", str(count)),
                 count,
                 lambda deadline: self._wait_broker_empty(self.noop_queue, deadline),
-                self.noop_worker,
+                self.noop_workers,
             )
         self.measurements["drain"] = {"count": count, "sms": sms, "noop": noop}
         if self.settings.profile:
@@ -934,7 +969,7 @@ class Bench:
         Cheap on the system under test: the gateway's in-memory counter is polled until it
         saw `count` requests, and only then the database, whose sent_at gives the exact end."""
         while self._gateway_admin("stats")["requests"] < count:
-            self.worker.check()
+            check_alive(self.workers)
             if time.monotonic() > deadline:
                 return None
             time.sleep(0.05)
@@ -952,7 +987,7 @@ class Bench:
         worker acknowledges after running a task); return that moment (epoch), polled every
         20 ms, or None at `deadline`."""
         while time.monotonic() < deadline:
-            self.noop_worker.check()
+            check_alive(self.noop_workers)
             if self._broker_empty(queue):
                 return time.time()
             time.sleep(0.02)
@@ -974,7 +1009,7 @@ class Bench:
         publish_command: list[str],
         count: int,
         wait: Callable[[float], float | None],
-        worker: Managed,
+        workers: list[Managed],
     ) -> dict[str, Any]:
         """Publish `count` tasks from a helper process; the time from its first publish until
         `wait` (given a deadline) says the last one is done."""
@@ -983,7 +1018,7 @@ class Bench:
             publish_command, cwd=ROOT, env=self.dev_env, stdout=subprocess.PIPE, text=True
         )
         while publisher.poll() is None:  # before it finishes, the queue may be empty
-            worker.check()
+            check_alive(workers)
             time.sleep(0.02)
         stdout, _ = publisher.communicate(timeout=30)
         if publisher.returncode != 0:
