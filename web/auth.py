@@ -6,8 +6,6 @@ The result is `g.actor` (None without a token), the one place resolvers learn th
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 
 from flask import Flask, current_app, g, jsonify, request
 
@@ -18,9 +16,9 @@ from web.config import Settings
 from web.identity import IdentityProvider
 from web.logs import subject_var
 from web.tokens import (
-    VERIFIED_TOKENS_KEPT,
     InvalidToken,
     JWKSCache,
+    RecentTokens,
     TokenVerifier,
     require_cryptography_backend,
     roles_from_claims,
@@ -40,8 +38,7 @@ class Auth:
         # A token whose customer was already committed, with claims that changed nothing,
         # names the same customer until it expires (customers are never deleted): later
         # requests with it need no query. Only verified tokens are looked up here.
-        self._actors: OrderedDict[str, Actor] = OrderedDict()
-        self._actors_lock = threading.Lock()
+        self._actors = RecentTokens()
         if settings.oidc_issuer:
             self.provider = IdentityProvider(
                 settings.oidc_issuer,
@@ -58,17 +55,11 @@ class Auth:
     def actor_for_token(self, token: str, claims: dict) -> Actor:
         """`actor_for(claims)`, remembered for this token once provisioning found nothing to
         write."""
-        with self._actors_lock:
-            actor = self._actors.get(token)
-            if actor is not None:
-                self._actors.move_to_end(token)
-                return actor
-        actor = self.actor_for(claims)
-        if not has_written(db.session):
-            with self._actors_lock:
-                self._actors[token] = actor
-                if len(self._actors) > VERIFIED_TOKENS_KEPT:
-                    self._actors.popitem(last=False)
+        actor = self._actors.get(token)
+        if actor is None:
+            actor = self.actor_for(claims)
+            if not has_written(db.session):
+                self._actors.put(token, actor)
         return actor
 
     def actor_for(self, claims: dict) -> Actor:
@@ -130,14 +121,15 @@ def authenticate():
     if not header or request.endpoint != "graphql.execute":
         return None
     scheme, _, token = header.partition(" ")
+    token = token.strip()
     auth = current_auth()
-    if scheme.lower() != "bearer" or not token.strip() or auth.verifier is None:
+    if scheme.lower() != "bearer" or not token or auth.verifier is None:
         return _refuse()
     try:
-        claims = auth.verifier.verify(token.strip())
+        claims = auth.verifier.verify(token)
     except InvalidToken as error:
         log.info("token refused: %s", error)
         return _refuse()
     subject_var.set(claims["sub"])
-    g.actor = auth.actor_for_token(token.strip(), claims)
+    g.actor = auth.actor_for_token(token, claims)
     return None

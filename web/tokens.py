@@ -126,6 +126,29 @@ def _elapsed(now: float, since: float | None, seconds: float) -> bool:
     return since is None or now - since >= seconds
 
 
+class RecentTokens:
+    """What was worked out for each of the most recently used tokens, least recent dropped
+    first; safe to share between threads."""
+
+    def __init__(self, size: int = VERIFIED_TOKENS_KEPT) -> None:
+        self.size = size
+        self._entries: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> Any:
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is not None:
+                self._entries.move_to_end(token)
+            return entry
+
+    def put(self, token: str, entry: Any) -> None:
+        with self._lock:
+            self._entries[token] = entry
+            if len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
 @dataclass
 class TokenVerifier:
     """Checks a bearer token's signature and claims; returns the claims.
@@ -137,26 +160,17 @@ class TokenVerifier:
     keys: JWKSCache
     issuer: str
     audience: str
-    _verified: OrderedDict[str, tuple[str, dict[str, Any]]] = field(
-        default_factory=OrderedDict, repr=False
-    )
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _verified: RecentTokens = field(default_factory=RecentTokens, repr=False)
 
     def verify(self, token: str) -> dict[str, Any]:
         """The token's claims, or InvalidToken."""
-        with self._lock:
-            remembered = self._verified.get(token)
-            if remembered is not None:
-                self._verified.move_to_end(token)
+        remembered = self._verified.get(token)
         if remembered is not None:
             kid, claims = remembered
             if time.time() <= claims["exp"] + LEEWAY_SECONDS and self.keys.knows(kid):
                 return claims
         kid, claims = self._verify(token)
-        with self._lock:
-            self._verified[token] = (kid, claims)
-            if len(self._verified) > VERIFIED_TOKENS_KEPT:
-                self._verified.popitem(last=False)
+        self._verified.put(token, (kid, claims))
         return claims
 
     def _verify(self, token: str) -> tuple[str, dict[str, Any]]:
