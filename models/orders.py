@@ -193,6 +193,34 @@ class OrderResult:
     replayed: bool = False
 
 
+def _change_parameters(
+    session: Session,
+    *,
+    actor: Actor,
+    order_id: uuid.UUID,
+    event: OrderEventType,
+    data: dict[str, Any],
+    notify: NotificationKind,
+    company: str,
+    total: Decimal,
+    currency: str,
+) -> dict[str, Any]:
+    """The parameters of an order change's event and QUEUED notification, as PLACE_ORDER and
+    _RECORD_CHANGE write them (once written, hand `notification_id` to the relay)."""
+    return {
+        "event_type": event.value,
+        "subject": actor.subject,
+        "event_data": json.dumps(data),
+        "notification_id": uuid.uuid4(),
+        "kind": notify.value,
+        "body": message_body(
+            notify, company=company, order_id=order_id, total=total, currency=currency
+        ),
+        "notification_status": NotificationStatus.QUEUED.value,
+        "request_id": session.info.get("request_id"),
+    }
+
+
 def parse_status(value: str | None, field: str = "status") -> OrderStatus | None:
     """An order status from any letter case; a DomainError (INVALID) if there is none such."""
     if value is None or not value.strip():
@@ -312,11 +340,22 @@ def create_order(
         )
         request_hash = hashlib.sha256(fingerprint.encode()).hexdigest()
 
-    order_id, notification_id = uuid.uuid4(), uuid.uuid4()
+    order_id = uuid.uuid4()
+    change = _change_parameters(
+        session,
+        actor=actor,
+        order_id=order_id,
+        event=OrderEventType.CREATED,
+        data={"total": str(total), "currency": currency},
+        notify=NotificationKind.ORDER_PLACED,
+        company=company,
+        total=total,
+        currency=currency,
+    )
     placed = session.scalars(
         PLACE_ORDER,
         {
-            "subject": actor.subject,
+            **change,
             "key": idempotency_key,
             "request_hash": request_hash,
             "ttl": IDEMPOTENCY_TTL,
@@ -329,23 +368,10 @@ def create_order(
             "total": total,
             "currency": currency,
             "status": OrderStatus.NEW.value,
-            "event_type": OrderEventType.CREATED.value,
-            "event_data": json.dumps({"total": str(total), "currency": currency}),
-            "notification_id": notification_id,
-            "kind": NotificationKind.ORDER_PLACED.value,
-            "notification_status": NotificationStatus.QUEUED.value,
-            "body": message_body(
-                NotificationKind.ORDER_PLACED,
-                company=company,
-                order_id=order_id,
-                total=total,
-                currency=currency,
-            ),
-            "request_id": session.info.get("request_id"),
         },
     ).one_or_none()
     if placed is not None:
-        publish_after_commit(session, notification_id)
+        publish_after_commit(session, change["notification_id"])
         return OrderResult(order=placed)
 
     assert idempotency_key is not None  # without a key the order is always placed
@@ -462,29 +488,21 @@ def _transition(
             f"order is {current.status}; "
             f"only a {' or '.join(allowed_from)} order can be {to.lower()}",
         )
-    notification_id = uuid.uuid4()
-    session.execute(
-        _RECORD_CHANGE,
-        {
-            "order_id": order.id,
-            "event_type": event.value,
-            "subject": actor.subject,
-            "event_data": json.dumps(data),
-            "notification_id": notification_id,
-            "kind": notify.value,
-            "body": message_body(
-                notify,
-                company=company,
-                order_id=order.id,
-                total=order.total,
-                currency=order.currency,
-            ),
-            "notification_status": NotificationStatus.QUEUED.value,
-            "request_id": session.info.get("request_id"),
-            "customer_id": order.customer_id,
-        },
+    change = _change_parameters(
+        session,
+        actor=actor,
+        order_id=order.id,
+        event=event,
+        data=data,
+        notify=notify,
+        company=company,
+        total=order.total,
+        currency=order.currency,
     )
-    publish_after_commit(session, notification_id)
+    session.execute(
+        _RECORD_CHANGE, {**change, "order_id": order.id, "customer_id": order.customer_id}
+    )
+    publish_after_commit(session, change["notification_id"])
     return order
 
 
