@@ -436,12 +436,16 @@ class Bench:
             url = f"http://127.0.0.1:{self.floor_port}/"
             wait_until(lambda: http_status(url) == 200, 30, "the floor", floor)
 
+    def _start_service(self, name: str, command: str) -> Managed:
+        """A Procfile command of the service, in production mode."""
+        return self.procs.start(
+            name, ["sh", "-c", f"exec {command}"], self.prod_env, cwd=ROOT, grace=25
+        )
+
     def _start_web(self) -> None:
         command = procfile_command("web")
         with step(f"web: {command}"):
-            self.web = self.procs.start(
-                "web", ["sh", "-c", f"exec {command}"], self.prod_env, cwd=ROOT, grace=25
-            )
+            self.web = self._start_service("web", command)
             url = f"http://127.0.0.1:{self.web_port}/readyz"
             wait_until(lambda: http_status(url) == 200, 60, "the service (web)", self.web)
 
@@ -466,20 +470,8 @@ class Bench:
                 f"--hostname=bench-noop-{self.tag}{suffix}@%h"
             )
             with step(f"Celery workers: {sms}"):
-                worker = self.procs.start(
-                    f"worker{suffix}",
-                    ["sh", "-c", f"exec {sms}"],
-                    self.prod_env,
-                    cwd=ROOT,
-                    grace=25,
-                )
-                noop_worker = self.procs.start(
-                    f"noop-worker{suffix}",
-                    ["sh", "-c", f"exec {noop}"],
-                    self.prod_env,
-                    cwd=ROOT,
-                    grace=25,
-                )
+                worker = self._start_service(f"worker{suffix}", sms)
+                noop_worker = self._start_service(f"noop-worker{suffix}", noop)
                 for process in (worker, noop_worker):
                     wait_until(
                         lambda p=process: log_contains(p, r"ready\."), 90, process.name, process
