@@ -1,13 +1,13 @@
 """Publish Celery tasks to a queue from a process of its own, as fast as one connection can.
 
-    python -m bench.publish --broker redis://... --queue Q --task notifications.send --ids-file F
+    python -m bench.publish --broker redis://... --queue Q --relay --ids-file F
     python -m bench.publish --broker redis://... --queue Q --task bench.noop --count 5000
 
-With --ids-file each line becomes the single argument of one task; with --count the tasks have
-no arguments. Prints one JSON line: {"published": N, "started": epoch, "finished": epoch}.
-
-It uses a bare Celery app of its own (only the broker URL and JSON), not the service's, so the
-same publisher feeds the SMS drain and the no-op drain alike.
+With --relay the notification ids in the file go out exactly as the web process's outbox relay
+sends them (`worker.outbox.Relay.publish`, a full pipeline at a time: batch tasks of ten ids).
+With --task, one task per line of --ids-file (its single argument), or --count tasks without
+arguments, from a bare Celery app of its own (only the broker URL and JSON).
+Prints one JSON line: {"published": N, "started": epoch, "finished": epoch}.
 """
 
 from __future__ import annotations
@@ -35,15 +35,35 @@ def publish(broker: str, queue: str, task: str, args_list: list[tuple[str, ...]]
     return {"published": len(args_list), "started": started, "finished": finished}
 
 
+def relay(broker: str, queue: str, ids: list[str]) -> dict:
+    """Publish `ids` through the service's own outbox relay, as its thread would."""
+    from worker.outbox import PUBLISH_BATCH, Relay  # the service, only for this mode
+
+    publisher = Relay(broker, queue)
+    started = time.time()
+    for start in range(0, len(ids), PUBLISH_BATCH):
+        publisher.publish(ids[start : start + PUBLISH_BATCH])
+    finished = time.time()
+    return {"published": publisher.published, "started": started, "finished": finished}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.publish", description=__doc__)
     parser.add_argument("--broker", required=True)
     parser.add_argument("--queue", required=True)
-    parser.add_argument("--task", required=True)
+    how = parser.add_mutually_exclusive_group(required=True)
+    how.add_argument("--task")
+    how.add_argument("--relay", action="store_true", help="ids as the outbox relay sends them")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--ids-file", type=Path)
     source.add_argument("--count", type=int)
     args = parser.parse_args(argv)
+    if args.relay:
+        if args.ids_file is None:
+            parser.error("--relay needs --ids-file")
+        ids = args.ids_file.read_text().split()
+        print(json.dumps(relay(args.broker, args.queue, ids)), flush=True)
+        return 0
     if args.ids_file is not None:
         lines = args.ids_file.read_text().split()
         args_list: list[tuple[str, ...]] = [(line,) for line in lines]

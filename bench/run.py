@@ -69,7 +69,6 @@ REDIS_DB = 9
 REALM = "donfiles"
 CLIENT_ID = "customer_api"
 NOOP_TASK = "bench.noop"  # bench.noop_tasks.NOOP_TASK; not imported: it loads the service
-SEND_TASK = "notifications.send"
 
 CREATE_ORDER = (
     "mutation CreateOrder($input: CreateOrderInput!) { createOrder(input: $input) "
@@ -879,7 +878,7 @@ class Bench:
         with step(f"(d) SMS drain of {count:,} at gateway 100 ms"):
             sms = self._drain(
                 "drain-sms",
-                self._publisher(self.sms_queue, SEND_TASK, "--ids-file", str(ids_file)),
+                self._publisher(self.sms_queue, "--relay", "--ids-file", str(ids_file)),
                 count,
                 lambda deadline: self._wait_sms_sent(count, deadline),
                 self.workers,
@@ -899,7 +898,7 @@ class Bench:
         with step(f"(d) no-op drain of {count:,}"):
             noop = self._drain(
                 "drain-noop",
-                self._publisher(self.noop_queue, NOOP_TASK, "--count", str(count)),
+                self._publisher(self.noop_queue, "--task", NOOP_TASK, "--count", str(count)),
                 count,
                 lambda deadline: self._wait_broker_empty(self.noop_queue, deadline),
                 self.noop_workers,
@@ -929,7 +928,7 @@ class Bench:
             recorder = profile.record(self.worker.pid, seconds, raw, gil=True)
             time.sleep(0.5)
             subprocess.run(
-                self._publisher(self.sms_queue, SEND_TASK, "--ids-file", str(ids_file)),
+                self._publisher(self.sms_queue, "--relay", "--ids-file", str(ids_file)),
                 cwd=ROOT,
                 env=self.dev_env,
                 capture_output=True,
@@ -947,11 +946,12 @@ class Bench:
             }
             say(f"profile: {raw} (summary beside it)")
 
-    def _publisher(self, queue: str, task: str, *source: str) -> list[str]:
-        """The command of a bench.publish process sending `task`s to `queue`."""
+    def _publisher(self, queue: str, *how: str) -> list[str]:
+        """The command of a bench.publish process sending tasks to `queue` (`how`: its
+        `--task ...` or `--relay ...` arguments)."""
         return [
             *(sys.executable, "-m", "bench.publish", "--broker", self.redis_url),
-            *("--queue", queue, "--task", task, *source),
+            *("--queue", queue, *how),
         ]
 
     def _wait_sms_sent(self, count: int, deadline: float) -> float | None:

@@ -8,6 +8,7 @@ Every change is a conditional UPDATE, so a repeated task or callback changes not
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -24,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    any_,
     bindparam,
     exists,
     func,
@@ -31,7 +33,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from models.actors import Actor
@@ -224,13 +226,13 @@ def publish_after_commit(session: Session, notification_id: uuid.UUID) -> None:
 # -- the worker's side ----------------------------------------------------------------------
 
 
-# The worker's statements run once per SMS; built once, only their parameters change.
+# The worker's statements run once per batch of SMS; built once, only their parameters change.
 _CLAIM = (
     select(Notification)
     .from_statement(
         update(Notification.__table__)
         .where(
-            Notification.id == bindparam("notification_id"),
+            Notification.id == any_(bindparam("notification_ids", type_=ARRAY(UUID(as_uuid=True)))),
             Notification.status == NotificationStatus.QUEUED,
             Notification.next_attempt_at <= func.clock_timestamp() + timedelta(seconds=1),
         )
@@ -246,11 +248,12 @@ _CLAIM = (
 )
 
 
-def claim(session: Session, *, notification_id: uuid.UUID, lease: timedelta) -> Notification | None:
-    """QUEUED and due -> SENDING with a lease; None if someone else has it or it is not due."""
-    return session.scalars(
-        _CLAIM, {"notification_id": notification_id, "lease": lease}
-    ).one_or_none()
+def claim(
+    session: Session, *, notification_ids: list[uuid.UUID], lease: timedelta
+) -> list[Notification]:
+    """QUEUED and due -> SENDING with a lease, in one statement; returns the rows claimed,
+    leaving out those someone else has or that are not due."""
+    return list(session.scalars(_CLAIM, {"notification_ids": notification_ids, "lease": lease}))
 
 
 class GatewayResult(Protocol):
@@ -269,23 +272,33 @@ class GatewayResult(Protocol):
 _RECORD_ATTEMPT = insert(NotificationAttempt.__table__)
 
 
-def record_attempt(session: Session, notification: Notification, result: GatewayResult) -> None:
-    """Append the attempt; the attempts table is never updated or pruned. Written at once
-    (a plain INSERT, no unit of work): nothing reads it back in the worker."""
+def record_attempts(session: Session, sends: list[tuple[Notification, GatewayResult]]) -> None:
+    """Append one attempt per send; the attempts table is never updated or pruned. Written at
+    once (one pipelined INSERT, no unit of work): nothing reads it back in the worker."""
+    if not sends:
+        return
     session.execute(
         _RECORD_ATTEMPT,
-        {
-            "notification_id": notification.id,
-            "started_at": result.started_at,
-            "duration_ms": result.duration_ms,
-            "http_status": result.http_status,
-            "gateway_status_code": result.status_code,
-            "gateway_status": result.status,
-            "provider_message_id": result.message_id,
-            "error": result.error,
-            "raw_reply": _first_bytes(result.raw_reply, RAW_REPLY_LIMIT),
-        },
+        [
+            {
+                "notification_id": notification.id,
+                "started_at": result.started_at,
+                "duration_ms": result.duration_ms,
+                "http_status": result.http_status,
+                "gateway_status_code": result.status_code,
+                "gateway_status": result.status,
+                "provider_message_id": result.message_id,
+                "error": result.error,
+                "raw_reply": _first_bytes(result.raw_reply, RAW_REPLY_LIMIT),
+            }
+            for notification, result in sends
+        ],
     )
+
+
+def record_attempt(session: Session, notification: Notification, result: GatewayResult) -> None:
+    """`record_attempts` for one send."""
+    record_attempts(session, [(notification, result)])
 
 
 def _first_bytes(text: str | None, limit: int) -> str | None:
@@ -295,7 +308,13 @@ def _first_bytes(text: str | None, limit: int) -> str | None:
     return text.encode()[:limit].decode(errors="ignore")
 
 
-def _moving(notification_id: Any, from_: tuple[str, ...], claimed: Any, **values: Any) -> Any:
+def _move(
+    session: Session,
+    notification_id: uuid.UUID,
+    from_: tuple[str, ...],
+    claimed: int | None = None,
+    **values: Any,
+) -> bool:
     # The table, not the entity: no ORM bookkeeping for rows this session does not hold.
     statement = update(Notification.__table__).where(
         Notification.id == notification_id, Notification.status.in_(from_)
@@ -304,62 +323,96 @@ def _moving(notification_id: Any, from_: tuple[str, ...], claimed: Any, **values
         # Only the claim that made this attempt may settle it: after an expired lease the
         # sweep may have handed the row to another worker (whose claim counted one more).
         statement = statement.where(Notification.attempts == claimed)
-    return statement.values(updated_at=func.clock_timestamp(), **values)
-
-
-def _move(
-    session: Session,
-    notification_id: uuid.UUID,
-    from_: tuple[str, ...],
-    claimed: int | None = None,
-    **values: Any,
-) -> bool:
-    result = session.execute(_moving(notification_id, from_, claimed, **values))
+    result = session.execute(statement.values(updated_at=func.clock_timestamp(), **values))
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
-# The same statement tells whether a delivery report for this message is already here, so the
-# common case (none) costs no second query.
-_MARK_SENT = _moving(
-    bindparam("notification_id"),
-    (NotificationStatus.SENDING, NotificationStatus.QUEUED),
-    bindparam("claimed"),
-    status=NotificationStatus.SENT,
-    provider_message_id=bindparam("message_id"),
-    cost=bindparam("sent_cost"),
-    last_error=None,
-    lease_expires_at=None,
-    sent_at=func.clock_timestamp(),
-).returning(
-    exists().where(DeliveryReport.provider_message_id == func.nullif(bindparam("message_id"), ""))
+# One statement marks a whole batch SENT, each row only if the claim that made its attempt
+# still holds it, and tells for each whether a delivery report for its message is already
+# here, so the common case (none) costs no second query.
+_ACCEPTED = (
+    func.unnest(
+        bindparam("notification_ids", type_=ARRAY(UUID(as_uuid=True))),
+        bindparam("claimed", type_=ARRAY(Integer)),
+        bindparam("message_ids", type_=ARRAY(String)),
+        bindparam("costs", type_=ARRAY(String)),
+    )
+    .table_valued("id", "claimed", "message_id", "cost")
+    .render_derived("accepted")
 )
+_MARK_SENT = (
+    update(Notification.__table__)
+    .where(
+        Notification.id == _ACCEPTED.c.id,
+        Notification.status.in_((NotificationStatus.SENDING, NotificationStatus.QUEUED)),
+        Notification.attempts == _ACCEPTED.c.claimed,
+    )
+    .values(
+        status=NotificationStatus.SENT,
+        provider_message_id=_ACCEPTED.c.message_id,
+        cost=_ACCEPTED.c.cost,
+        last_error=None,
+        lease_expires_at=None,
+        sent_at=func.clock_timestamp(),
+        updated_at=func.clock_timestamp(),
+    )
+    .returning(
+        Notification.id,
+        _ACCEPTED.c.message_id,
+        exists().where(
+            DeliveryReport.provider_message_id == func.nullif(_ACCEPTED.c.message_id, "")
+        ),
+    )
+)
+
+
+class Accepted(Protocol):
+    """What the gateway gave back for a message it took."""
+
+    message_id: str | None
+    cost: str | None
+
+
+def mark_sent_many(
+    session: Session, accepted: list[tuple[Notification, Accepted]]
+) -> set[uuid.UUID]:
+    """The gateway took these messages: SENT. Reports that raced ahead of us are applied now.
+    Returns the ids that moved (a row another claim holds by now is left alone)."""
+    if not accepted:
+        return set()
+    moved = session.execute(
+        _MARK_SENT,
+        {
+            "notification_ids": [notification.id for notification, _ in accepted],
+            "claimed": [notification.attempts for notification, _ in accepted],
+            "message_ids": [result.message_id for _, result in accepted],
+            "costs": [result.cost for _, result in accepted],
+        },
+    ).all()
+    for notification_id, message_id, reported in moved:
+        if reported:
+            early = session.scalars(
+                select(DeliveryReport)
+                .where(DeliveryReport.provider_message_id == message_id)
+                .order_by(DeliveryReport.id)
+            ).all()
+            for report in early:
+                report.notification_id = notification_id
+                _apply_report(session, notification_id, report)
+    return {notification_id for notification_id, _, _ in moved}
+
+
+@dataclass(frozen=True)
+class _Reply:
+    message_id: str | None
+    cost: str | None
 
 
 def mark_sent(
     session: Session, notification: Notification, *, message_id: str | None, cost: str | None
 ) -> bool:
-    """The gateway accepted the message. A report that raced ahead of us is applied now."""
-    moved = session.execute(
-        _MARK_SENT,
-        {
-            "notification_id": notification.id,
-            "claimed": notification.attempts,
-            "message_id": message_id,
-            "sent_cost": cost,
-        },
-    ).first()
-    if moved is None:
-        return False
-    if moved[0]:
-        early = session.scalars(
-            select(DeliveryReport)
-            .where(DeliveryReport.provider_message_id == message_id)
-            .order_by(DeliveryReport.id)
-        ).all()
-        for report in early:
-            report.notification_id = notification.id
-            _apply_report(session, notification.id, report)
-    return True
+    """`mark_sent_many` for one message; False if it did not move."""
+    return bool(mark_sent_many(session, [(notification, _Reply(message_id, cost))]))
 
 
 def mark_retry(session: Session, notification: Notification, *, error: str, delay: timedelta):

@@ -238,11 +238,14 @@ def published_tasks(queue: str) -> list[dict[str, Any]]:
 
 
 def publications_of(notification_id: uuid.UUID | str, queue: str) -> list[dict[str, Any]]:
-    """The `notifications.send` messages for this notification waiting in `queue`."""
+    """The send tasks waiting in `queue` that carry this notification: `notifications.send`
+    of it alone, or a `notifications.send_batch` listing it."""
+    wanted = str(notification_id)
     return [
         task
         for task in published_tasks(queue)
-        if task["task"] == "notifications.send" and task["args"] == [str(notification_id)]
+        if (task["task"] == "notifications.send" and task["args"] == [wanted])
+        or (task["task"] == "notifications.send_batch" and wanted in task["args"][0])
     ]
 
 

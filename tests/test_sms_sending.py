@@ -61,7 +61,7 @@ from worker.senders import (
     SendResult,
     build_sender,
 )
-from worker.tasks import backoff, send_notification, sweep
+from worker.tasks import backoff, send_batch, send_notification, sweep
 
 PHONE = "+254711000001"
 pytestmark = pytest.mark.usefixtures("tasks_app")
@@ -434,6 +434,72 @@ def test_a_task_for_a_row_not_queued_is_skipped(session, gateway, status):
 def test_a_task_for_an_unknown_notification_is_skipped(gateway):
     assert send_notification(str(uuid.uuid4())) == "skipped"
     assert gateway.requests == 0
+
+
+# -- batches: the relay's tasks carry up to ten ids --------------------------------------------
+
+
+def run_batch(session, ids) -> dict[str, int]:
+    """The batch task in-process, as a worker runs it (see `run_send`)."""
+    session.expunge_all()
+    return send_batch([str(i) for i in ids])
+
+
+def test_a_batch_sends_its_messages_side_by_side(session, gateway):
+    phones = [f"+2547110001{n:02d}" for n in range(outbox.TASK_BATCH)]
+    notifications = [make_notification(session, phone=phone) for phone in phones]
+    gateway.latency = 0.3  # long enough for every send of the batch to overlap
+
+    assert run_batch(session, [n.id for n in notifications]) == {"accepted": outbox.TASK_BATCH}
+
+    assert gateway.stats()["max_in_flight"] == outbox.TASK_BATCH
+    assert sorted(m["to"] for m in gateway.messages) == phones
+    for notification in notifications:
+        row = fresh(session, notification.id)
+        assert (row.status, row.attempts) == (NotificationStatus.SENT, 1)
+        (attempt,) = attempts_of(session, notification.id)
+        assert attempt.provider_message_id == row.provider_message_id is not None
+
+
+def test_each_message_of_a_batch_gets_its_own_outcome(session, gateway, task_queue):
+    sent, retried, refused = (
+        make_notification(session, phone=phone)
+        for phone in ("+254711000201", "+254711000202", "+254711000203")
+    )
+    no_phone = make_notification(session, phone=None)
+    gateway.script("+254711000202", 500)
+    gateway.script("+254711000203", 403)
+
+    outcomes = run_batch(session, [sent.id, retried.id, refused.id, no_phone.id])
+
+    assert outcomes == {"accepted": 1, "retry": 1, "permanent": 2}
+    assert fresh(session, sent.id).status == NotificationStatus.SENT
+    assert fresh(session, retried.id).status == NotificationStatus.QUEUED
+    assert "500" in fresh(session, retried.id).last_error
+    assert fresh(session, refused.id).status == NotificationStatus.FAILED
+    assert "phone" in fresh(session, no_phone.id).last_error
+    assert [len(attempts_of(session, n.id)) for n in (sent, retried, refused, no_phone)] == [
+        1,
+        1,
+        1,
+        1,
+    ]
+    (republished,) = publications_of(retried.id, task_queue)
+    assert republished["eta"] is not None
+    assert not publications_of(sent.id, task_queue)
+    assert not publications_of(refused.id, task_queue)
+
+
+def test_a_batch_sends_only_what_is_its_to_send(session, gateway):
+    queued = make_notification(session, phone=PHONE)
+    already_sent = make_notification(session, phone="+254711000301")
+    set_row(session, already_sent.id, "status = 'SENT'")
+
+    outcomes = send_batch([str(queued.id), str(already_sent.id), str(uuid.uuid4()), "nonsense"])
+
+    assert outcomes == {"accepted": 1, "skipped": 3}
+    assert [m["to"] for m in gateway.messages] == [PHONE]
+    assert fresh(session, already_sent.id).status == NotificationStatus.SENT
 
 
 # -- what is kept of a reply ----------------------------------------------------------------

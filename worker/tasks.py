@@ -1,24 +1,30 @@
-"""Celery tasks: send one notification, and the periodic sweep. Thin: the rules for each
-state change live in `models.notifications`, the gateway's codes in `worker.senders`."""
+"""Celery tasks: send notifications (a batch side by side, or one), and the periodic sweep.
+Thin: the rules for each state change live in `models.notifications`, the gateway's codes in
+`worker.senders`."""
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from flask import current_app
 
 from models.db import db
 from models.notifications import (
+    Notification,
     claim,
     due_for_sweep,
     mark_failed,
     mark_retry,
-    mark_sent,
+    mark_sent_many,
     match_late_reports,
-    record_attempt,
+    record_attempts,
     requeue_expired_leases,
     sendable_phone,
 )
@@ -27,6 +33,7 @@ from web.config import Settings
 from web.logs import request_id_var
 from web.metrics import GATEWAY_LATENCY, SMS_ATTEMPTS, SWEEP_RESENDS
 from worker.celery_app import celery_app
+from worker.outbox import SEND_BATCH_TASK, TASK_BATCH, batches
 from worker.senders import Outcome, SendResult, SmsSender, build_sender
 
 log = logging.getLogger(__name__)
@@ -56,51 +63,119 @@ def backoff(attempt: int, settings: Settings) -> timedelta:
 
 @celery_app.task(name="notifications.send")
 def send_notification(notification_id: str) -> str:
-    """Claim the notification, send it once, record the attempt, decide what comes next."""
+    """Send one notification (a retry, or a task published before batches): what became of
+    it, e.g. "accepted", "retry" or "skipped"."""
+    return _send([notification_id])[notification_id]
+
+
+@celery_app.task(name=SEND_BATCH_TASK)
+def send_batch(notification_ids: list[str]) -> dict[str, int]:
+    """Send a batch of notifications side by side; how many came to each outcome (Flower
+    shows it as the task's result)."""
+    return dict(Counter(_send(notification_ids).values()))
+
+
+def _send(notification_ids: list[str]) -> dict[str, str]:
+    """Claim, send once, record and settle the given notifications, TASK_BATCH at a time;
+    returns what became of each id ("skipped": not ours to send, or no such row)."""
+    outcomes = dict.fromkeys(notification_ids, "skipped")
+    known: dict[uuid.UUID, str] = {}
+    for notification_id in notification_ids:
+        try:
+            known[uuid.UUID(notification_id)] = notification_id
+        except (ValueError, TypeError, AttributeError):
+            log.warning("skipping a send task for %r: not a notification id", notification_id)
+    ids = list(known)
+    for start in range(0, len(ids), TASK_BATCH):
+        # Claimed a batch at a time: a lease covers one send, never a wait behind others.
+        for notification_id, outcome in _send_claimed(ids[start : start + TASK_BATCH]).items():
+            outcomes[known[notification_id]] = outcome
+    return outcomes
+
+
+def _send_claimed(notification_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
     settings = _settings()
     session = db.session
-    notification = claim(session, notification_id=uuid.UUID(notification_id), lease=LEASE)
-    session.commit()  # the lease is ours before we touch the network, never during
-    if notification is None:
-        return "skipped"
-    request_id_var.set(notification.request_id)
+    claimed = claim(session, notification_ids=notification_ids, lease=LEASE)
+    session.commit()  # the leases are ours before we touch the network, never during
+    if not claimed:
+        return {}
+    sender = _sender()
+    sends = list(zip(claimed, _side_by_side(_attempt, sender, claimed, settings), strict=True))
 
+    record_attempts(session, sends)
+    accepted = [(n, result) for n, result in sends if result.outcome is Outcome.ACCEPTED]
+    mark_sent_many(session, accepted)
+    outcomes: dict[uuid.UUID, str] = {}
+    retries: list[tuple[Notification, timedelta]] = []
+    for notification, result in sends:
+        outcomes[notification.id] = result.outcome.value
+        if result.outcome is Outcome.ACCEPTED:
+            continue
+        if result.outcome in (Outcome.RETRY, Outcome.RETRY_OPERATOR) and (
+            notification.attempts < settings.sms_max_attempts
+        ):
+            retry_in = backoff(notification.attempts, settings)
+            mark_retry(session, notification, error=result.error or "", delay=retry_in)
+            retries.append((notification, retry_in))
+            outcomes[notification.id] = "retry"
+        else:
+            mark_failed(session, notification, error=result.error or "")
+    session.commit()
+
+    for notification, result in sends:
+        SMS_ATTEMPTS.labels(result.outcome.value).inc()
+        request_id_var.set(notification.request_id)
+        if result.outcome in (Outcome.RETRY_OPERATOR, Outcome.BAD_CREDENTIALS):
+            log.error("SMS %s needs an operator: %s", notification.id, result.error)
+        elif result.outcome is not Outcome.ACCEPTED:
+            log.warning(
+                "SMS %s attempt %d failed: %s",
+                notification.id,
+                notification.attempts,
+                result.error,
+            )
+    for notification, retry_in in retries:
+        send_notification.apply_async((str(notification.id),), countdown=retry_in.total_seconds())
+    return outcomes
+
+
+def _attempt(sender: SmsSender, notification: Notification, settings: Settings) -> SendResult:
+    """One send of a claimed notification (in a thread of its own when it has siblings)."""
+    request_id_var.set(notification.request_id)
     phone = sendable_phone(notification, settings.default_region)
     if phone is None:
-        result = SendResult(
+        return SendResult(
             outcome=Outcome.PERMANENT,
             started_at=notification.updated_at,
             duration_ms=0,
             error="the customer has no valid phone number",
         )
-    else:
-        result = _sender().send(phone, notification.body)
-        GATEWAY_LATENCY.observe(result.duration_ms / 1000)
-    SMS_ATTEMPTS.labels(result.outcome.value).inc()
+    result = sender.send(phone, notification.body)
+    GATEWAY_LATENCY.observe(result.duration_ms / 1000)
+    return result
 
-    record_attempt(session, notification, result)
-    retry_in = None
-    if result.outcome is Outcome.ACCEPTED:
-        mark_sent(session, notification, message_id=result.message_id, cost=result.cost)
-    elif result.outcome in (Outcome.RETRY, Outcome.RETRY_OPERATOR) and (
-        notification.attempts < settings.sms_max_attempts
-    ):
-        retry_in = backoff(notification.attempts, settings)
-        mark_retry(session, notification, error=result.error or "", delay=retry_in)
-    else:
-        mark_failed(session, notification, error=result.error or "")
-    session.commit()
 
-    if result.outcome in (Outcome.RETRY_OPERATOR, Outcome.BAD_CREDENTIALS):
-        log.error("SMS %s needs an operator: %s", notification.id, result.error)
-    elif result.outcome is not Outcome.ACCEPTED:
-        log.warning(
-            "SMS %s attempt %d failed: %s", notification.id, notification.attempts, result.error
+_local = threading.local()
+
+
+def _side_by_side(
+    attempt: Callable[[SmsSender, Notification, Settings], SendResult],
+    sender: SmsSender,
+    notifications: list[Notification],
+    settings: Settings,
+) -> list[SendResult]:
+    """`attempt` for each notification, at the same time, in order. Each pool thread of the
+    worker keeps threads of its own for this, so a batch never waits behind another's sends
+    while its leases run."""
+    if len(notifications) == 1:
+        return [attempt(sender, notifications[0], settings)]
+    executor = getattr(_local, "executor", None)
+    if executor is None:
+        executor = _local.executor = ThreadPoolExecutor(
+            max_workers=TASK_BATCH, thread_name_prefix="sms-send"
         )
-    if retry_in is not None:
-        send_notification.apply_async((notification_id,), countdown=retry_in.total_seconds())
-        return "retry"
-    return result.outcome.value
+    return list(executor.map(lambda n: attempt(sender, n, settings), notifications))
 
 
 @celery_app.task(name="notifications.sweep")
@@ -120,8 +195,8 @@ def sweep() -> dict[str, int]:
     due = due_for_sweep(session, grace=SWEEP_GRACE, limit=SWEEP_BATCH)
     session.commit()
     SWEEP_RESENDS.labels("overdue").inc(len(due))
-    for notification_id in {*requeued, *due}:
-        send_notification.apply_async((str(notification_id),))
+    for batch in batches([str(notification_id) for notification_id in {*requeued, *due}]):
+        send_batch.apply_async((batch,))
     matched = match_late_reports(session, within=timedelta(hours=1), limit=SWEEP_BATCH)
     purged = purge_expired_idempotency_keys(session)
     session.commit()
