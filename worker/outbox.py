@@ -30,8 +30,7 @@ PAUSE_AFTER_FAILURE_SECONDS = 5.0
 PUBLISH_BATCH = 100
 # After the first id of a batch, wait this long for more (unless a full batch is already
 # there): a publish costs about three times as much CPU per id alone as in a batch of ten,
-# the tasks come out fuller,
-# and an SMS 50 ms later is no later to anyone.
+# the tasks come out fuller, and an SMS 50 ms later is no later to anyone.
 GATHER_SECONDS = 0.05
 SEND_BATCH_TASK = "notifications.send_batch"
 # Ids per task. The worker sends a task's messages side by side, so a batch takes about as
