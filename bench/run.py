@@ -68,6 +68,7 @@ DATABASE = "orders_bench"
 REDIS_DB = 9
 REALM = "donfiles"
 CLIENT_ID = "customer_api"
+GATEWAY_THREADS = 512  # more than the worker's sends in flight: 32 tasks of 10 side by side
 NOOP_TASK = "bench.noop"  # bench.noop_tasks.NOOP_TASK; not imported: it loads the service
 
 CREATE_ORDER = (
@@ -396,12 +397,20 @@ class Bench:
 
     def _start_gateway(self) -> None:
         with step("SMS gateway (dev.sms_gateway)"):
+            # Under gunicorn's threaded worker, one process (its messages and counters live in
+            # memory): Africa's Talking keeps a connection open for the next message, while
+            # werkzeug's server (`python -m dev.sms_gateway`) closes every connection, which
+            # would charge the worker a TCP connect and the stand-in a new thread per SMS.
+            factory = (
+                f"dev.sms_gateway:FakeSmsGateway(username={self.at_username!r}, "
+                f"api_key={self.at_api_key!r})"
+            )
             self.gateway = gateway = self.procs.start(
                 "sms-gateway",
                 [
-                    *(sys.executable, "-m", "dev.sms_gateway", "--host", "127.0.0.1"),
-                    *("--port", str(self.gateway_port), "--latency", "0"),
-                    *("--username", self.at_username, f"--api-key={self.at_api_key}"),
+                    *(sys.executable, "-m", "gunicorn", "--config", "/dev/null", "--workers=1"),
+                    *("--worker-class=gthread", f"--threads={GATEWAY_THREADS}"),
+                    *("--keep-alive=75", f"--bind=127.0.0.1:{self.gateway_port}", factory),
                 ],
                 self.dev_env,
                 cwd=ROOT,

@@ -38,6 +38,7 @@ OPERATOR_CODES = {401, 402, 405}  # RiskHold, InvalidSenderId, InsufficientBalan
 PERMANENT_CODES = {403, 404, 406, 407, 409}  # bad number, blacklisted, unroutable, DND
 # Messages of a reply refusing the whole request (no recipients) that an operator must fix.
 OPERATOR_MESSAGES = {"InvalidSenderId", "InsufficientBalance", "RiskHold"}
+KEPT_CONNECTIONS = 512
 
 
 @dataclass(frozen=True)
@@ -112,10 +113,12 @@ class _PooledSMSService(SMSService):
         if isinstance(found["cert"], str):  # pragma: no cover - a client certificate
             tls["cert_file"] = found["cert"]
         proxy = requests.utils.select_proxy(self._baseUrl, found["proxies"])
+        # A connection is kept for each send that was in flight at once (a worker process's
+        # tasks times ten), up to KEPT_CONNECTIONS; one over that is closed after its send.
         self.pool: urllib3.PoolManager = (
-            urllib3.ProxyManager(proxy, maxsize=32, **tls)
+            urllib3.ProxyManager(proxy, maxsize=KEPT_CONNECTIONS, **tls)
             if proxy
-            else urllib3.PoolManager(maxsize=32, **tls)
+            else urllib3.PoolManager(maxsize=KEPT_CONNECTIONS, **tls)
         )
 
     def _make_request(self, url, method, headers, data, params, callback=None, timeout=None):  # type: ignore[override]
