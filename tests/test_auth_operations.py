@@ -17,6 +17,7 @@ from dev.idp import DevIdentityProvider
 from models.db import db
 from web import create_app
 from web.config import Settings
+from web.identity import IdentityProvider
 
 PASSWORD = "Pw-7f3e9c1a-not-in-any-log"
 WANJIRU = {
@@ -262,6 +263,32 @@ def test_logout_without_a_token_is_unauthenticated_and_revokes_nothing(ops_app, 
     assert body["data"] is None
     assert [e["extensions"]["code"] for e in body["errors"]] == ["UNAUTHENTICATED"]
     assert refresh(ops_app, tokens["refreshToken"])["success"] is True
+
+
+@pytest.mark.parametrize("operation", ["refreshToken", "logout"])
+def test_no_database_transaction_is_held_open_while_the_provider_answers(
+    settings, provider, ops_app, session, monkeypatch, operation
+):
+    tokens = login(ops_app)
+    fresh_app = app_for(settings, provider.issuer)  # has not seen the access token yet
+    open_while_waiting = []
+    post = IdentityProvider._post
+
+    def observed(self, endpoint, form):
+        open_while_waiting.append(db.session().in_transaction())
+        return post(self, endpoint, form)
+
+    monkeypatch.setattr(IdentityProvider, "_post", observed)
+    try:
+        query = REFRESH if operation == "refreshToken" else LOGOUT
+        result = data(fresh_app, query, {"token": tokens["refreshToken"]}, tokens["accessToken"])
+    finally:
+        dispose(fresh_app)
+
+    assert result[operation]["success"] is True
+    # The caller's record was read first (a token this process had not seen); that read's
+    # transaction, and its pooled connection, must not wait on the provider.
+    assert open_while_waiting == [False]
 
 
 # -- who is calling -------------------------------------------------------------------------------

@@ -58,6 +58,13 @@ def login_payload(result: GrantResult) -> dict[str, Any]:
 
 
 def _provider():
+    """The identity provider, once this request holds no database transaction: reading the
+    caller's record (a token not seen before) opens one, and its pooled connection must not
+    sit idle in a transaction while the provider answers. What the request wrote so far (a
+    customer provisioned on first sight) is committed now rather than after the call."""
+    session = db.session()
+    if session.in_transaction():
+        session.commit()
     return current_auth().provider
 
 
