@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -62,11 +63,7 @@ class SmsSender(Protocol):
 class ConsoleSender:
     """Development: logs the message instead of sending it, and calls it accepted."""
 
-    def __init__(self) -> None:
-        self.counter = 0
-
     def send(self, phone: str, message: str) -> SendResult:
-        self.counter += 1
         log.info("SMS (console sender, not sent) to %s: %s", phone, message)
         return SendResult(
             outcome=Outcome.ACCEPTED,
@@ -74,7 +71,7 @@ class ConsoleSender:
             duration_ms=0,
             status_code=101,
             status="Success",
-            message_id=f"console-{time.time_ns()}-{self.counter}",
+            message_id=f"console-{uuid.uuid4().hex}",  # unique across the send threads
             cost="KES 0",
         )
 

@@ -101,7 +101,8 @@ def _send_claimed(notification_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
     if not claimed:
         return {}
     sender = _sender()
-    sends = list(zip(claimed, _side_by_side(_attempt, sender, claimed, settings), strict=True))
+    results = _side_by_side(lambda notification: _attempt(sender, notification, settings), claimed)
+    sends = list(zip(claimed, results, strict=True))
 
     record_attempts(session, sends)
     accepted = [(n, result) for n, result in sends if result.outcome is Outcome.ACCEPTED]
@@ -159,23 +160,18 @@ def _attempt(sender: SmsSender, notification: Notification, settings: Settings) 
 _local = threading.local()
 
 
-def _side_by_side(
-    attempt: Callable[[SmsSender, Notification, Settings], SendResult],
-    sender: SmsSender,
-    notifications: list[Notification],
-    settings: Settings,
-) -> list[SendResult]:
-    """`attempt` for each notification, at the same time, in order. Each pool thread of the
-    worker keeps threads of its own for this, so a batch never waits behind another's sends
-    while its leases run."""
+def _side_by_side(send: Callable[[Notification], SendResult], notifications: list[Notification]):
+    """`send` for each notification, all at the same time; the results in their order. Each
+    pool thread of the worker keeps threads of its own for this, so a batch never waits behind
+    another batch's sends while its leases run."""
     if len(notifications) == 1:
-        return [attempt(sender, notifications[0], settings)]
+        return [send(notifications[0])]
     executor = getattr(_local, "executor", None)
     if executor is None:
         executor = _local.executor = ThreadPoolExecutor(
             max_workers=TASK_BATCH, thread_name_prefix="sms-send"
         )
-    return list(executor.map(lambda n: attempt(sender, n, settings), notifications))
+    return list(executor.map(send, notifications))
 
 
 @celery_app.task(name="notifications.sweep")
