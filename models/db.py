@@ -55,7 +55,8 @@ UpdatedTimestamp = Annotated[
 # -- has this transaction written anything? -------------------------------------------------
 # A domain operation refused before it wrote can be undone by rolling back the transaction
 # when nothing else was written in it, which costs no round trip; otherwise it runs inside a
-# savepoint. Both ORM flushes and Core INSERT/UPDATE/DELETE statements count as writes.
+# savepoint. Both ORM flushes and Core INSERT/UPDATE/DELETE statements count as writes; one run
+# on the session's connection is noted by its caller (`note_write`).
 _WROTE = "wrote"
 
 
@@ -86,6 +87,12 @@ def _forget_writes(session: Session, transaction: SessionTransaction) -> None:
 def has_written(session: Session) -> bool:
     """Whether the session's current transaction has written anything."""
     return bool(session.info.get(_WROTE))
+
+
+def note_write(session: Session) -> None:
+    """Record that the session's current transaction wrote, for a statement run on its
+    connection (`session.connection().execute(...)`), which the session's events do not see."""
+    session.info[_WROTE] = True
 
 
 # -- stale connections ----------------------------------------------------------------------

@@ -141,6 +141,35 @@ def test_creating_an_order_records_a_created_event(jane):
     assert [(event["type"], event["actor"]) for event in events] == [("CREATED", JANE_SUB)]
 
 
+def test_a_new_order_answers_every_field_as_a_later_read_does(jane):
+    everything = """
+      id customerId customer { id } item orderDetails quantity currency status createdBy
+      createdAt updatedAt cursor totalPrice unitPrice { amount currency }
+      total { amount currency } events { type actor data } notifications { kind status }
+    """
+    created = jane.execute(
+        f"mutation Create($input: CreateOrderInput!) {{ createOrder(input: $input) "
+        f"{{ success order {{ {everything} }} }} }}",
+        {"input": {"item": "Maize", "orderDetails": "Gate B", "quantity": 2, "unitPrice": "50"}},
+    )["createOrder"]
+
+    read = jane.execute(
+        f"query Order($id: ID!) {{ order(id: $id) {{ {everything} }} }}",
+        {"id": created["order"]["id"]},
+    )["order"]
+
+    assert created["success"] is True
+    assert created["order"] == read
+    assert read["customer"]["id"] == read["customerId"] == JANE_SUB
+    assert (read["item"], read["orderDetails"], read["total"]["amount"]) == (
+        "Maize",
+        "Gate B",
+        "100.00",
+    )
+    assert [event["type"] for event in read["events"]] == ["CREATED"]
+    assert [notification["kind"] for notification in read["notifications"]] == ["ORDER_PLACED"]
+
+
 # --- money ----------------------------------------------------------------------------------
 
 
