@@ -6,7 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, Request, jsonify
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_migrate import Migrate
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
@@ -19,6 +20,16 @@ ROOT = Path(__file__).resolve().parent.parent
 migrate = Migrate()
 
 
+class CookieSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, which build their signer only for a request that
+    brings cookies: the API's clients send none, and Flask's builds one per request."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if app.secret_key and not request.environ.get("HTTP_COOKIE"):
+            return self.session_class()  # what Flask's answers without a session cookie
+        return super().open_session(app, request)
+
+
 def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     """Build the app from `config` (a Settings, or overrides of the environment's settings)."""
     if isinstance(config, Settings):
@@ -29,6 +40,7 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
             settings = Settings(**{**settings.__dict__, **config})
 
     app = Flask(__name__)
+    app.session_interface = CookieSessions()
     app.config.update(
         SETTINGS=settings,
         SECRET_KEY=settings.secret_key,
