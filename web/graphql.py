@@ -331,14 +331,15 @@ def execute() -> Response:
 
     g.graphql_operation = service().operation_name(data)
     operation_var.set(g.graphql_operation)
-    db.session.info["request_id"] = request_id_var.get()
+    session = db.session()
+    session.info["request_id"] = request_id_var.get()
     context = {"request": request, "actor": g.get("actor"), "settings": service().settings}
     result = service().execute(data, context)
     try:
-        db.session.commit()
+        session.commit()
     except SQLAlchemyError:
         log.exception("commit failed")
-        db.session.rollback()
+        session.rollback()
         return error_response(503, "The database is unavailable; try again.", "SERVICE_UNAVAILABLE")
     response = jsonify(result)
     # A document that never executed (syntax, validation, limits) is a bad request.

@@ -52,7 +52,7 @@ def query(
     """Run a read for the caller. NOT_FOUND answers `not_found` (null, or an empty list), so
     another customer's ids cannot be probed; other DomainErrors become BAD_USER_INPUT."""
     try:
-        return operation(db.session, actor=actor_of(info), **kwargs)
+        return operation(db.session(), actor=actor_of(info), **kwargs)
     except DomainError as error:
         if all(e.code is ErrorCode.NOT_FOUND for e in error.errors):
             return not_found
@@ -65,7 +65,8 @@ def mutation(
     """Run one domain operation: all of its writes, or none of them. When the transaction
     holds nothing else yet, a refusal rolls it back; otherwise a savepoint keeps the rest."""
     actor = actor_of(info)
-    session = db.session
+    # The request's Session itself: each use of the `db.session` proxy looks it up again.
+    session = db.session()
     if has_written(session):
         try:
             with session.begin_nested():
