@@ -190,10 +190,13 @@ TYPOGRAPHY = str.maketrans(
 )
 
 
+GSM7 = GSM7_BASIC | GSM7_EXTENSION
+
+
 def sms_length(text: str) -> tuple[int, int]:
     """(characters as the network counts them, how many fit one SMS) for `text`."""
-    if all(c in GSM7_BASIC or c in GSM7_EXTENSION for c in text):
-        return sum(2 if c in GSM7_EXTENSION else 1 for c in text), SMS_LIMIT
+    if GSM7.issuperset(text):
+        return len(text) + sum(map(text.count, GSM7_EXTENSION)), SMS_LIMIT
     return len(text), 70
 
 

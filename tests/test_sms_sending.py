@@ -943,6 +943,21 @@ def test_a_non_gsm_company_name_still_fits_one_ucs2_sms():
     assert length <= fits
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Order 1A2B for KES 1,200.00", (27, 160)),
+        ("Duka {Bora} 5€", (17, 160)),  # {, } and the euro sign take two places each
+        ("Café Äpfel", (10, 160)),  # accented letters of GSM-7 take one
+        ("Магазин {1}", (11, 70)),  # Cyrillic: UCS-2
+    ],
+)
+def test_sms_length_counts_as_the_network_does(text, expected):
+    from models.notifications import sms_length
+
+    assert sms_length(text) == expected
+
+
 # -- leases, stale claims and late reports ------------------------------------------------------
 
 
