@@ -88,7 +88,7 @@ def check_outcome(outcome: Any) -> Outcome:
         kind, _, code = word.partition(":")
         if word in TRANSPORT_OUTCOMES:
             return word
-        if kind == "http" and code.isdigit() and 400 <= int(code) <= 599:
+        if kind == "http" and code.isdigit() and 300 <= int(code) <= 599:
             return f"http:{int(code)}"
         if kind == "batch" and code:
             # The gateway refusing the whole request, e.g. "batch:InvalidSenderId".
@@ -96,7 +96,7 @@ def check_outcome(outcome: Any) -> Outcome:
     codes = ", ".join(map(str, STATUS_NAMES))
     raise ValueError(
         f"unknown SMS outcome {outcome!r}: expected a statusCode ({codes}), "
-        "'http:NNN' (400-599), 'batch:<Message>', 'timeout', 'close' or 'garbage'"
+        "'http:NNN' (300-599), 'batch:<Message>', 'timeout', 'close' or 'garbage'"
     )
 
 

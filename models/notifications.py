@@ -8,7 +8,6 @@ Every change is a conditional UPDATE, so a repeated task or callback changes not
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -268,6 +267,7 @@ class GatewayResult(Protocol):
     status_code: int | None
     status: str | None
     message_id: str | None
+    cost: str | None
     error: str | None
     raw_reply: str | None
 
@@ -297,11 +297,6 @@ def record_attempts(session: Session, sends: list[tuple[Notification, GatewayRes
             for notification, result in sends
         ],
     )
-
-
-def record_attempt(session: Session, notification: Notification, result: GatewayResult) -> None:
-    """`record_attempts` for one send."""
-    record_attempts(session, [(notification, result)])
 
 
 def _first_bytes(text: str | None, limit: int) -> str | None:
@@ -369,15 +364,8 @@ _MARK_SENT = (
 )
 
 
-class Accepted(Protocol):
-    """What the gateway gave back for a message it took."""
-
-    message_id: str | None
-    cost: str | None
-
-
 def mark_sent_many(
-    session: Session, accepted: list[tuple[Notification, Accepted]]
+    session: Session, accepted: list[tuple[Notification, GatewayResult]]
 ) -> set[uuid.UUID]:
     """The gateway took these messages: SENT. Reports that raced ahead of us are applied now.
     Returns the ids that moved (a row another claim holds by now is left alone)."""
@@ -403,19 +391,6 @@ def mark_sent_many(
                 report.notification_id = notification_id
                 _apply_report(session, notification_id, report)
     return {notification_id for notification_id, _, _ in moved}
-
-
-@dataclass(frozen=True)
-class _Reply:
-    message_id: str | None
-    cost: str | None
-
-
-def mark_sent(
-    session: Session, notification: Notification, *, message_id: str | None, cost: str | None
-) -> bool:
-    """`mark_sent_many` for one message; False if it did not move."""
-    return bool(mark_sent_many(session, [(notification, _Reply(message_id, cost))]))
 
 
 def mark_retry(session: Session, notification: Notification, *, error: str, delay: timedelta):

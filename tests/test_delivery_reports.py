@@ -18,7 +18,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from models.notifications import DeliveryReport, NotificationStatus, mark_sent
+from models.notifications import DeliveryReport, NotificationStatus, mark_sent_many
 from tests.sms_support import (  # noqa: F401 - fixtures, used by name
     CALLBACK_SECRET,
     DELIVERY_PATH,
@@ -31,6 +31,20 @@ from tests.sms_support import (  # noqa: F401 - fixtures, used by name
     sms_app,
     sms_settings,
 )
+from worker.senders import Outcome, SendResult
+
+
+def mark_sent(session, notification, *, message_id: str, cost: str | None) -> bool:
+    """What the worker records when the gateway took the message; whether the row moved."""
+    reply = SendResult(
+        outcome=Outcome.ACCEPTED,
+        started_at=datetime.now(UTC),
+        duration_ms=1,
+        message_id=message_id,
+        cost=cost,
+    )
+    return notification.id in mark_sent_many(session, [(notification, reply)])
+
 
 PHONE = "+254711000009"
 GUNICORN = str(ROOT / ".venv" / "bin" / "gunicorn")

@@ -5,11 +5,16 @@ texts; the senders; and the Celery settings the at-least-once design relies on."
 
 from __future__ import annotations
 
+import base64
+import http.server
 import importlib
+import json
 import logging
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import replace
@@ -26,7 +31,7 @@ from models.notifications import (
     NotificationKind,
     NotificationStatus,
     message_body,
-    record_attempt,
+    record_attempts,
     short_reference,
 )
 from tests.sms_support import (  # noqa: F401 - fixtures, used by name
@@ -287,8 +292,8 @@ def test_operator_status_codes_are_retried_and_logged_at_error(
     assert name in record.getMessage()
 
 
-@pytest.mark.parametrize("status", [400, 403, 404])
-def test_an_http_4xx_from_the_gateway_is_retried_and_logged_for_an_operator(
+@pytest.mark.parametrize("status", [301, 400, 403, 404])  # 301: http:// where https:// is
+def test_an_http_3xx_or_4xx_from_the_gateway_is_retried_and_logged_for_an_operator(
     session, gateway, task_queue, caplog, status
 ):
     notification = make_notification(session, phone=PHONE)
@@ -502,22 +507,62 @@ def test_a_batch_sends_only_what_is_its_to_send(session, gateway):
     assert fresh(session, already_sent.id).status == NotificationStatus.SENT
 
 
+class BreaksOn:
+    """A sender that raises for one number (a defect, or a failure nobody foresaw) and sends
+    the others through the real one."""
+
+    def __init__(self, inner, phone: str) -> None:
+        self.inner, self.phone = inner, phone
+
+    def send(self, phone: str, message: str):
+        if phone == self.phone:
+            raise RuntimeError("a defect in the sender")
+        return self.inner.send(phone, message)
+
+
+def test_a_send_that_raises_costs_its_batch_nothing_else(session, gateway, sms_app, caplog):
+    phones = [f"+2547110004{n:02d}" for n in range(5)]
+    notifications = [make_notification(session, phone=phone) for phone in phones]
+    sms_app.extensions["sms_sender"] = BreaksOn(build_sender(sms_app.config["SETTINGS"]), phones[0])
+    try:
+        with caplog.at_level(logging.ERROR):
+            outcomes = run_batch(session, [n.id for n in notifications])
+    finally:
+        del sms_app.extensions["sms_sender"]
+
+    assert outcomes == {"accepted": 4, "retry": 1}
+    assert sorted(m["to"] for m in gateway.messages) == phones[1:]  # each once
+    broken = fresh(session, notifications[0].id)
+    assert broken.status == NotificationStatus.QUEUED
+    assert broken.last_error == "unexpected error in the worker: RuntimeError"
+    assert [a.error for a in attempts_of(session, broken.id)] == [broken.last_error]
+    for notification in notifications[1:]:
+        assert fresh(session, notification.id).status == NotificationStatus.SENT
+        assert len(attempts_of(session, notification.id)) == 1
+    assert any(r.exc_info and "failed unexpectedly" in r.getMessage() for r in caplog.records)
+
+
+def test_a_batch_task_given_one_id_instead_of_a_list_sends_nothing(session, gateway, caplog):
+    notification = make_notification(session, phone=PHONE)
+
+    with caplog.at_level(logging.ERROR):
+        assert send_batch(str(notification.id)) == {"skipped": 1}
+
+    assert gateway.requests == 0
+    assert fresh(session, notification.id).status == NotificationStatus.QUEUED  # the sweep's
+    assert "needs a list of notification ids" in caplog.text
+
+
 # -- what is kept of a reply ----------------------------------------------------------------
 
 
 def test_the_raw_reply_kept_in_an_attempt_is_capped_at_1_kb(session):
     notification = make_notification(session, phone=PHONE)
 
-    record_attempt(
-        session,
-        notification,
-        SendResult(
-            outcome=Outcome.RETRY,
-            started_at=datetime.now(UTC),
-            duration_ms=5,
-            raw_reply="x" * 5000,
-        ),
+    long_reply = SendResult(
+        outcome=Outcome.RETRY, started_at=datetime.now(UTC), duration_ms=5, raw_reply="x" * 5000
     )
+    record_attempts(session, [(notification, long_reply)])
     session.commit()
 
     (attempt,) = attempts_of(session, notification.id)
@@ -859,6 +904,79 @@ def test_the_sender_goes_through_the_proxy_the_environment_names(
 
     assert result.outcome is Outcome.ACCEPTED, result.error
     assert [message["message"] for message in gateway.messages] == ["via the proxy"]
+
+
+def test_a_gateway_nobody_answers_at_is_unreachable_not_slow():
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sender = AfricasTalkingSender(
+        username="sandbox", api_key=API_KEY, base_url=f"http://127.0.0.1:{port}", timeout=1
+    )
+
+    result = sender.send(PHONE, "hello")
+
+    assert result.outcome is Outcome.RETRY
+    assert result.error == "could not reach the gateway: NewConnectionError"
+
+
+class AuthenticatingProxy(http.server.BaseHTTPRequestHandler):
+    """A forward proxy that wants Basic credentials, and answers for the gateway behind it."""
+
+    credentials = "Basic " + base64.b64encode(b"smsuser:s3cret").decode()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        if self.headers.get("Proxy-Authorization") != self.credentials:
+            self.send_response(407)
+            self.send_header("Proxy-Authenticate", 'Basic realm="proxy"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        recipient = {"statusCode": 101, "status": "Success", "messageId": "ATXid_p", "cost": "1"}
+        body = json.dumps({"SMSMessageData": {"Message": "Sent", "Recipients": [recipient]}})
+        self.send_response(201)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+def test_credentials_in_the_proxy_url_authenticate_the_sender_to_the_proxy(monkeypatch):
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), AuthenticatingProxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    monkeypatch.setenv("HTTP_PROXY", f"http://smsuser:s3cret@127.0.0.1:{proxy.server_port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        sender = AfricasTalkingSender(
+            username="sandbox", api_key=API_KEY, base_url="http://sms-gateway.invalid", timeout=2
+        )
+        result = sender.send(PHONE, "via an authenticating proxy")
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+    assert result.outcome is Outcome.ACCEPTED, result.error
+    assert result.message_id == "ATXid_p"
+
+
+def test_a_ca_bundle_or_directory_named_by_the_environment_is_what_tls_trusts(
+    monkeypatch, tmp_path
+):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    for path, setting in ((bundle, "ca_certs"), (tmp_path, "ca_cert_dir")):
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(path))
+        sender = AfricasTalkingSender(username="sandbox", api_key=API_KEY)
+
+        tls = sender.service.pool.connection_pool_kw
+        assert tls["cert_reqs"] == "CERT_REQUIRED"
+        assert tls[setting] == str(path)
+        assert {"ca_certs", "ca_cert_dir"} - {setting} - tls.keys()  # only the one named
 
 
 def test_a_number_the_sdk_refuses_is_a_permanent_failure_without_a_request(gateway, gateway_server):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -100,23 +101,29 @@ class _PooledSMSService(SMSService):
         if base_url:
             self._baseUrl = f"{base_url.rstrip('/')}/version1"
         # The proxy and CA bundle settings of the environment (HTTPS_PROXY, NO_PROXY,
-        # REQUESTS_CA_BUNDLE, ...) are read once for the gateway's URL, as `requests` would.
-        found = requests.Session().merge_environment_settings(self._baseUrl, {}, None, None, None)
-        tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED", "ca_certs": requests.certs.where()}
-        if isinstance(found["verify"], str):
-            tls["ca_certs"] = found["verify"]
-        elif found["verify"] is False:  # pragma: no cover - only if the environment says so
-            tls = {"cert_reqs": "CERT_NONE"}
-        if isinstance(found["cert"], str):  # pragma: no cover - a client certificate
-            tls["cert_file"] = found["cert"]
-        proxy = requests.utils.select_proxy(self._baseUrl, found["proxies"])
+        # REQUESTS_CA_BUNDLE, ...) are read once for the gateway's URL, as `requests` reads
+        # them, and handed to urllib3 as `requests` hands them over.
+        with requests.Session() as environment:
+            found = environment.merge_environment_settings(self._baseUrl, {}, None, None, None)
+        verify = found["verify"]  # True, or the path of a CA bundle or of a directory of them
+        tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED"}
+        if isinstance(verify, str) and os.path.isdir(verify):
+            tls["ca_cert_dir"] = verify
+        else:
+            tls["ca_certs"] = verify if isinstance(verify, str) else requests.certs.where()
         # A connection is kept for each send that was in flight at once (a worker process's
         # tasks times ten), up to KEPT_CONNECTIONS; one over that is closed after its send.
-        self.pool: urllib3.PoolManager = (
-            urllib3.ProxyManager(proxy, maxsize=KEPT_CONNECTIONS, **tls)
-            if proxy
-            else urllib3.PoolManager(maxsize=KEPT_CONNECTIONS, **tls)
-        )
+        proxy = requests.utils.select_proxy(self._baseUrl, found["proxies"])
+        self.pool: urllib3.PoolManager
+        if proxy:
+            # Credentials in the proxy's URL (http://user:password@proxy:3128) become its
+            # Proxy-Authorization header.
+            headers = requests.adapters.HTTPAdapter().proxy_headers(proxy)
+            self.pool = urllib3.ProxyManager(
+                proxy, proxy_headers=headers, maxsize=KEPT_CONNECTIONS, **tls
+            )
+        else:
+            self.pool = urllib3.PoolManager(maxsize=KEPT_CONNECTIONS, **tls)
 
     def _make_request(self, url, method, headers, data, params, callback=None, timeout=None):  # type: ignore[override]
         connect, read = timeout
@@ -162,9 +169,13 @@ class AfricasTalkingSender:
             )
         except ValueError as error:  # the SDK's own check of the number
             return result(Outcome.PERMANENT, error=str(error))
-        except urllib3.exceptions.TimeoutError:
-            return result(Outcome.RETRY, error="the gateway did not answer in time")
         except (urllib3.exceptions.HTTPError, OSError) as error:
+            # urllib3 counts a refused connection or an unknown host (NewConnectionError) as
+            # a connect timeout; an operator needs to tell them apart.
+            if isinstance(error, urllib3.exceptions.TimeoutError) and not isinstance(
+                error, urllib3.exceptions.NewConnectionError
+            ):
+                return result(Outcome.RETRY, error="the gateway did not answer in time")
             return result(
                 Outcome.RETRY, error=f"could not reach the gateway: {type(error).__name__}"
             )
@@ -177,7 +188,8 @@ class AfricasTalkingSender:
                 error="the gateway refused our credentials: check AT_USERNAME and AT_API_KEY",
                 raw_reply=raw,
             )
-        if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
+        # A redirect (http:// for https://, a moved host) or a refusal: configuration to fix.
+        if 300 <= response.status_code < 500 and response.status_code not in (408, 429):
             return result(
                 Outcome.RETRY_OPERATOR,
                 http_status=response.status_code,

@@ -11,7 +11,8 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from flask import current_app
 
@@ -65,31 +66,41 @@ def backoff(attempt: int, settings: Settings) -> timedelta:
 def send_notification(notification_id: str) -> str:
     """Send one notification (a retry, or a task published before batches): what became of
     it, e.g. "accepted", "retry" or "skipped"."""
-    return _send([notification_id])[notification_id]
+    ids = _parse_ids([notification_id])
+    return _send(ids).get(ids[0], "skipped") if ids else "skipped"
 
 
 @celery_app.task(name=SEND_BATCH_TASK)
 def send_batch(notification_ids: list[str]) -> dict[str, int]:
     """Send a batch of notifications side by side; how many came to each outcome (Flower
-    shows it as the task's result)."""
-    return dict(Counter(_send(notification_ids).values()))
+    shows it as the task's result). "skipped": sent already, not due, or no such id."""
+    if not isinstance(notification_ids, list):
+        log.error("a send batch needs a list of notification ids, not %r", notification_ids)
+        return {"skipped": 1}
+    ids = _parse_ids(notification_ids)
+    outcomes = Counter(_send(ids).values())
+    outcomes["skipped"] += len(notification_ids) - outcomes.total()
+    return {outcome: count for outcome, count in outcomes.items() if count}
 
 
-def _send(notification_ids: list[str]) -> dict[str, str]:
-    """Claim, send once, record and settle the given notifications, TASK_BATCH at a time;
-    returns what became of each id ("skipped": not ours to send, or no such row)."""
-    outcomes = dict.fromkeys(notification_ids, "skipped")
-    known: dict[uuid.UUID, str] = {}
+def _parse_ids(notification_ids: list[Any]) -> list[uuid.UUID]:
+    """The notification ids among `notification_ids`, each once, in order; the rest logged."""
+    ids: dict[uuid.UUID, None] = {}
     for notification_id in notification_ids:
         try:
-            known[uuid.UUID(notification_id)] = notification_id
+            ids[uuid.UUID(notification_id)] = None
         except (ValueError, TypeError, AttributeError):
             log.warning("skipping a send task for %r: not a notification id", notification_id)
-    ids = list(known)
+    return list(ids)
+
+
+def _send(ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """Claim, send once, record and settle the given notifications, TASK_BATCH at a time;
+    what became of each that was ours to send."""
+    outcomes: dict[uuid.UUID, str] = {}
     for start in range(0, len(ids), TASK_BATCH):
         # Claimed a batch at a time: a lease covers one send, never a wait behind others.
-        for notification_id, outcome in _send_claimed(ids[start : start + TASK_BATCH]).items():
-            outcomes[known[notification_id]] = outcome
+        outcomes |= _send_claimed(ids[start : start + TASK_BATCH])
     return outcomes
 
 
@@ -142,7 +153,8 @@ def _send_claimed(notification_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
 
 
 def _attempt(sender: SmsSender, notification: Notification, settings: Settings) -> SendResult:
-    """One send of a claimed notification (in a thread of its own when it has siblings)."""
+    """One send of a claimed notification (in a thread of its own when it has siblings). It
+    never raises: what one message ran into must not cost its batch the others' outcomes."""
     request_id_var.set(notification.request_id)
     phone = sendable_phone(notification, settings.default_region)
     if phone is None:
@@ -152,7 +164,17 @@ def _attempt(sender: SmsSender, notification: Notification, settings: Settings) 
             duration_ms=0,
             error="the customer has no valid phone number",
         )
-    result = sender.send(phone, notification.body)
+    started = datetime.now(UTC)
+    try:
+        result = sender.send(phone, notification.body)
+    except Exception as error:  # a defect, or a failure the sender does not know
+        log.exception("SMS %s: the send failed unexpectedly", notification.id)
+        return SendResult(
+            outcome=Outcome.RETRY,
+            started_at=started,
+            duration_ms=int((datetime.now(UTC) - started).total_seconds() * 1000),
+            error=f"unexpected error in the worker: {type(error).__name__}",
+        )
     GATEWAY_LATENCY.observe(result.duration_ms / 1000)
     return result
 
