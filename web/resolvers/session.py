@@ -9,7 +9,7 @@ from graphql import GraphQLResolveInfo
 
 from models.actors import Actor
 from models.customers import Customer
-from models.db import db
+from models.db import db, has_written
 from web.auth import current_auth
 from web.identity import UNAVAILABLE, GrantResult
 from web.resolvers.common import actor_of
@@ -58,13 +58,13 @@ def login_payload(result: GrantResult) -> dict[str, Any]:
 
 
 def _provider():
-    """The identity provider, once this request holds no database transaction: reading the
-    caller's record (a token not seen before) opens one, and its pooled connection must not
-    sit idle in a transaction while the provider answers. What the request wrote so far (a
-    customer provisioned on first sight) is committed now rather than after the call."""
+    """The identity provider, after ending this request's transaction if it only read (the
+    caller's record, for a token not seen before): its pooled connection must not sit idle in
+    a transaction while the provider answers. A transaction that wrote (a customer provisioned
+    on first sight) stays for the request's one commit."""
     session = db.session()
-    if session.in_transaction():
-        session.commit()
+    if session.in_transaction() and not has_written(session):
+        session.rollback()
     return current_auth().provider
 
 
