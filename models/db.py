@@ -55,13 +55,12 @@ UpdatedTimestamp = Annotated[
 # -- has this transaction written anything? -------------------------------------------------
 # A domain operation refused before it wrote can be undone by rolling back the transaction
 # when nothing else was written in it, which costs no round trip; otherwise it runs inside a
-# savepoint. Both ORM flushes and Core INSERT/UPDATE/DELETE statements count as writes; one run
-# on the session's connection is noted by its caller (`note_write`).
+# savepoint. Both ORM flushes and Core INSERT/UPDATE/DELETE statements count as writes.
 _WROTE = "wrote"
 
 
-# A statement that writes yet runs as a SELECT (`WITH ... INSERT ... RETURNING` loaded into
-# entities) declares it: `.execution_options(writes=True)`.
+# A statement SQLAlchemy does not see as a write (text such as `WITH ... INSERT ... RETURNING`,
+# or an UPDATE ... RETURNING loaded into entities) declares it: `.execution_options(writes=True)`.
 @event.listens_for(Session, "do_orm_execute")
 def _note_statement(state: ORMExecuteState) -> None:
     if (
@@ -87,12 +86,6 @@ def _forget_writes(session: Session, transaction: SessionTransaction) -> None:
 def has_written(session: Session) -> bool:
     """Whether the session's current transaction has written anything."""
     return bool(session.info.get(_WROTE))
-
-
-def note_write(session: Session) -> None:
-    """Record that the session's current transaction wrote, for a statement run on its
-    connection (`session.connection().execute(...)`), which the session's events do not see."""
-    session.info[_WROTE] = True
 
 
 # -- stale connections ----------------------------------------------------------------------

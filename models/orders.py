@@ -38,7 +38,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from models.actors import Actor
 from models.customers import Customer, find_customer
-from models.db import Timestamp, UpdatedTimestamp, UUIDPrimaryKey, db, note_write
+from models.db import Timestamp, UpdatedTimestamp, UUIDPrimaryKey, db
 from models.errors import DomainError, ErrorCode, ErrorCollector
 from models.notifications import (
     NotificationKind,
@@ -147,11 +147,11 @@ class IdempotencyKey(db.Model):
 # commit, so of two concurrent duplicates exactly one inserts and the other returns no row;
 # an expired claim is taken over. Foreign keys are checked at the end of the statement, when
 # the order the claim points at exists.
-# It runs on the session's connection, in the request's transaction, and its row is answered as
-# it is: going through the ORM (an Order in the identity map, loaded by the ORM's per-statement
-# machinery) cost more CPU than the rest of the statement's execution, for a row only read.
-PLACE_ORDER = text(
-    """
+# Its row is answered as it is, not loaded into an Order: the ORM's loading and identity map
+# cost more CPU than the rest of the statement's execution, for a row only read.
+PLACE_ORDER = (
+    text(
+        """
     WITH claim AS (
         INSERT INTO idempotency_keys (subject, key, request_hash, order_id)
         SELECT :subject, :key, :request_hash, :order_id
@@ -180,7 +180,10 @@ PLACE_ORDER = text(
     )
     SELECT * FROM placed
     """
-).columns(*Order.__table__.columns)  # typed: its result is mapped once, not per call
+    )
+    .columns(*Order.__table__.columns)  # typed: its result is mapped once, not per call
+    .execution_options(writes=True)
+)
 
 
 @dataclass(frozen=True)
@@ -369,9 +372,7 @@ def create_order(
         "currency": currency,
         "status": OrderStatus.NEW.value,
     }
-    session.flush()  # what the ORM holds goes first, as it would before an ORM statement
-    placed = session.connection().execute(PLACE_ORDER, parameters).one_or_none()
-    note_write(session)
+    placed = session.execute(PLACE_ORDER, parameters).one_or_none()
     if placed is not None:
         publish_after_commit(session, change["notification_id"])
         return OrderResult(order=placed)
