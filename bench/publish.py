@@ -37,12 +37,12 @@ def publish(broker: str, queue: str, task: str, args_list: list[tuple[str, ...]]
 
 def relay(broker: str, queue: str, ids: list[str]) -> dict:
     """Publish `ids` through the service's own outbox relay, as its thread would."""
-    from worker.outbox import PUBLISH_BATCH, Relay  # the service, only for this mode
+    from worker.outbox import PUBLISH_BATCH, Relay, batches  # the service, only for this mode
 
     publisher = Relay(broker, queue)
     started = time.time()
-    for start in range(0, len(ids), PUBLISH_BATCH):
-        publisher.publish(ids[start : start + PUBLISH_BATCH])
+    for pipeline in batches(ids, PUBLISH_BATCH):
+        publisher.publish(pipeline)
     finished = time.time()
     return {"published": publisher.published, "started": started, "finished": finished}
 

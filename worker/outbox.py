@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Flask, current_app, has_app_context
 from sqlalchemy import event
@@ -24,6 +24,7 @@ from models.notifications import OUTBOX_KEY
 from worker.celery_app import celery_app
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BACKLOG_LIMIT = 10_000
 PAUSE_AFTER_FAILURE_SECONDS = 5.0
@@ -39,9 +40,9 @@ SEND_BATCH_TASK = "notifications.send_batch"
 TASK_BATCH = 10
 
 
-def batches(ids: list[str]) -> list[list[str]]:
-    """`ids` in order, cut into lists of at most TASK_BATCH."""
-    return [ids[start : start + TASK_BATCH] for start in range(0, len(ids), TASK_BATCH)]
+def batches(items: list[T], size: int = TASK_BATCH) -> list[list[T]]:
+    """`items` in order, cut into lists of at most `size`."""
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 class Relay:

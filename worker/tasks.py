@@ -98,9 +98,9 @@ def _send(ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
     """Claim, send once, record and settle the given notifications, TASK_BATCH at a time;
     what became of each that was ours to send."""
     outcomes: dict[uuid.UUID, str] = {}
-    for start in range(0, len(ids), TASK_BATCH):
+    for batch in batches(ids):
         # Claimed a batch at a time: a lease covers one send, never a wait behind others.
-        outcomes |= _send_claimed(ids[start : start + TASK_BATCH])
+        outcomes |= _send_claimed(batch)
     return outcomes
 
 
