@@ -35,13 +35,8 @@ keepalive = 5
 # Load the app once in the master: workers share its memory until they write to it.
 preload_app = True
 accesslog = "-"
-# One JSON line per request, like the app's logs. The path is logged without its query string:
-# the delivery callback carries its secret there.
-access_log_format = (
-    '{"time": "%(t)s", "level": "INFO", "logger": "gunicorn.access", '
-    '"message": "%(m)s %(U)s %(s)s", "status": %(s)s, "duration_ms": %(M)s, '
-    '"request_id": "%({x-request-id}o)s"}'
-)
+# One JSON line per request, like the app's logs (see web/access_log.py).
+logger_class = "web.access_log.JsonAccessLogger"
 errorlog = "-"
 # No runtime control socket: it would live under $HOME, read-only in containers.
 control_socket_disable = True

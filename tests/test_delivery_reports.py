@@ -5,6 +5,7 @@ and the secret kept out of every log."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -448,7 +449,17 @@ def test_the_key_never_appears_in_the_web_process_logs(database_url, committed_s
         output, _ = process.communicate(timeout=20)
 
     assert (accepted.status_code, refused.status_code) == (200, 403)
-    assert DELIVERY_PATH in output  # the access log is on
+    # The access log is on: a JSON line per request, like the app's own.
+    access = [
+        json.loads(line)
+        for line in output.splitlines()
+        if line.startswith("{") and '"gunicorn.access"' in line
+    ]
+    delivery = [entry for entry in access if DELIVERY_PATH in entry["message"]]
+    assert [entry["status"] for entry in delivery] == [200, 403]
+    assert delivery[0]["message"] == f"POST {DELIVERY_PATH} 200"
+    assert delivery[0]["request_id"] == accepted.headers["X-Request-ID"]
+    assert delivery[0]["duration_ms"] >= 0
     assert CALLBACK_SECRET not in output
     assert "wrong-guess" not in output
 

@@ -9,7 +9,9 @@ import os
 import shutil
 import subprocess
 import time
+from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import psycopg
 import pytest
@@ -18,6 +20,7 @@ from sqlalchemy import text
 from models.db import PING_AFTER_IDLE_SECONDS, db
 from tests.clients import GraphQLClient
 from tests.conftest import SERVER_URL, _admin_dsn
+from web.access_log import access_line
 from web.logs import JsonFormatter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,6 +125,18 @@ def test_log_lines_mask_phone_numbers_and_drop_tokens(jane, caplog):
     assert "+254712345678" not in line["message"]
     assert "+254****678" in line["message"]
     assert jane.token not in json.dumps(line)
+
+
+def test_an_access_line_is_json_whatever_the_path_holds():
+    answered = SimpleNamespace(
+        status_code=404, headers=[("Content-Type", "application/json"), ("X-Request-ID", "req-7")]
+    )
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": '/a"b\\c'}
+    line = json.loads(access_line(answered, environ, timedelta(microseconds=2500)))
+
+    assert line["message"] == 'GET /a"b\\c 404'
+    assert (line["status"], line["duration_ms"], line["request_id"]) == (404, 2.5, "req-7")
+    assert (line["level"], line["logger"]) == ("INFO", "gunicorn.access")
 
 
 def test_the_notification_row_carries_the_request_id_to_the_worker(jane, session):

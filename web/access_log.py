@@ -1,0 +1,51 @@
+"""gunicorn's access log as one JSON object per line, shaped like the app's own log lines.
+
+gunicorn's own logger fills a table of every request header, response header and environ
+variable for each request, so that `access_log_format` may name any of them; under load that
+was about 5 % of a web worker's time, for the five fields this log carries. This one writes
+those five, escaped as JSON (a path holding a quote stays one valid line). The path is logged
+without its query string: the delivery callback carries its secret there.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from gunicorn.glogging import Logger
+
+from web.logs import REQUEST_ID_HEADER
+
+_REQUEST_ID = REQUEST_ID_HEADER.lower()
+
+
+class JsonAccessLogger(Logger):
+    """gunicorn's logger (`logger_class`), with an access line of five JSON fields."""
+
+    def access(self, resp: Any, req: Any, environ: dict, request_time: timedelta) -> None:
+        if not self.access_log_enabled:
+            return
+        try:
+            self.access_log.info(access_line(resp, environ, request_time))
+        except Exception:
+            self.error(traceback.format_exc())
+
+
+def access_line(resp: Any, environ: dict, request_time: timedelta) -> str:
+    """The JSON line for one answered request."""
+    request_id = next((value for name, value in resp.headers if name.lower() == _REQUEST_ID), None)
+    status = resp.status_code
+    return json.dumps(
+        {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "level": "INFO",
+            "logger": "gunicorn.access",
+            "message": f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')} {status}",
+            "status": status,
+            "duration_ms": round(request_time.total_seconds() * 1000, 1),
+            "request_id": request_id,
+        },
+        ensure_ascii=False,
+    )
