@@ -2,8 +2,9 @@
 
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import DateTime, Engine, MetaData, event, exc, func
@@ -86,6 +87,32 @@ def _forget_writes(session: Session, transaction: SessionTransaction) -> None:
 def has_written(session: Session) -> bool:
     """Whether the session's current transaction has written anything."""
     return bool(session.info.get(_WROTE))
+
+
+# -- a write that is a whole transaction ----------------------------------------------------
+# A transaction costs two round trips of its own, BEGIN and COMMIT. When everything a
+# transaction would hold is one writing statement (reads may come before it: under READ
+# COMMITTED each statement sees what is committed when it starts, in a transaction or not),
+# the statement alone is that transaction: PostgreSQL commits it when it ends, all of it or
+# none. About a seventh of createOrder's time in the web process, and of PostgreSQL's.
+T = TypeVar("T", bound=Callable[..., Any])
+
+
+def one_statement(operation: T) -> T:
+    """Mark a domain operation whose writes are a single statement."""
+    operation.one_statement = True  # type: ignore[attr-defined]
+    return operation
+
+
+def commit_each_statement(session: Session) -> bool:
+    """Have each of the session's statements commit as it ends, until the session's
+    transaction ends; only for a session bound to an engine (a test's session joins an
+    outer transaction) that has not begun one. Whether it did so."""
+    if session.in_transaction() or not isinstance(session.get_bind(), Engine):
+        return False
+    # The pool sets the connection back to the engine's isolation level when it returns.
+    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return True
 
 
 # -- stale connections ----------------------------------------------------------------------

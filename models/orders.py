@@ -38,7 +38,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from models.actors import Actor
 from models.customers import Customer, find_customer
-from models.db import Timestamp, UpdatedTimestamp, UUIDPrimaryKey, db
+from models.db import Timestamp, UpdatedTimestamp, UUIDPrimaryKey, db, one_statement
 from models.errors import DomainError, ErrorCode, ErrorCollector
 from models.notifications import (
     NotificationKind,
@@ -279,6 +279,7 @@ def _earlier_claim(session: Session, *, subject: str, key: str) -> IdempotencyKe
     ).one()
 
 
+@one_statement
 def create_order(
     session: Session,
     *,
@@ -300,7 +301,7 @@ def create_order(
 
     `price` (the original API's field) is the total of a single item; `unit_price` with
     `quantity` is the richer form. With `idempotency_key`, a repeat of the same request
-    returns the first order and creates nothing.
+    returns the first order and creates nothing. Its writes are one statement, PLACE_ORDER.
     """
     errors = ErrorCollector()
     item = clean_text(errors, "item", item, limit=MAX_ITEM)

@@ -3,13 +3,16 @@ change what, and idempotent creation."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.orm import Session
 
 from models import Customer, Order
+from models.db import commit_each_statement, db
 from tests.factories import ADMIN_SUB, JANE_SUB, CustomerFactory, OrderFactory, row_counts
 
 ORDER_FIELDS = """
@@ -504,3 +507,150 @@ def test_a_refused_order_after_a_placed_one_in_the_same_document_keeps_the_first
     assert result["placed"]["success"] is True
     assert result["refused"]["success"] is False
     assert count_orders(session) == before + 1
+
+
+# -- an order placed alone: its statement is its transaction --------------------------------
+
+
+@pytest.fixture
+def statements(app):
+    """Each statement the app's engine runs: (SQL, whether its connection commits each
+    statement by itself); and whether each connection taken from the pool did."""
+    seen: dict[str, list] = {"statements": [], "checkouts": []}
+
+    def executed(connection, _cursor, statement, *_args):
+        autocommit = connection.connection.driver_connection.autocommit
+        seen["statements"].append((statement, autocommit))
+
+    def checked_out(dbapi_connection, *_args):
+        seen["checkouts"].append(dbapi_connection.autocommit)
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", executed)
+    event.listen(engine, "checkout", checked_out)
+    yield seen
+    event.remove(engine, "before_cursor_execute", executed)
+    event.remove(engine, "checkout", checked_out)
+
+
+@pytest.fixture
+def signed_in(app, idp, committed):
+    """`post(document, variables)` as Jane, one token throughout, real commits. Her first
+    request creates her customer; the second finds it and remembers the token, so later
+    requests need no query before their own."""
+    token = idp.issue_access_token("jane")
+
+    def post(document: str, variables: dict | None = None) -> dict:
+        response = app.test_client().post(
+            "/graphql",
+            json={"query": document, "variables": variables or {}},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        body = response.get_json()
+        assert response.status_code == 200, body
+        assert "errors" not in body, body
+        return body["data"]
+
+    post("{ me { id } }")
+    post("{ me { id } }")
+    return post
+
+
+def placing(seen: dict) -> list[bool]:
+    return [autocommit for sql, autocommit in seen["statements"] if "INSERT INTO orders" in sql]
+
+
+def committed_counts(app) -> dict[str, int]:
+    with app.app_context():
+        return {
+            table: db.session.scalar(text(f"SELECT count(*) FROM {table}"))  # noqa: S608
+            for table in ("orders", "order_events", "notifications", "idempotency_keys")
+        }
+
+
+def test_an_order_placed_alone_is_one_statement_without_begin_or_commit(app, signed_in, statements):
+    relay = app.extensions["outbox_relay"]
+    published = relay.published
+
+    placed = signed_in(CREATE, {"input": {"price": "99.00", "idempotencyKey": "alone-1"}})
+
+    assert placed["createOrder"]["success"] is True
+    assert placing(statements) == [True]  # sent on a connection that commits it by itself
+    assert committed_counts(app) == {
+        "orders": 1,
+        "order_events": 1,
+        "notifications": 1,
+        "idempotency_keys": 1,
+    }
+    deadline = time.monotonic() + 5
+    while relay.published == published and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert relay.published == published + 1  # its SMS went to the queue after the commit
+
+
+def test_the_replay_of_an_order_placed_alone_finds_it(app, signed_in, statements):
+    fields = {"price": "99.00", "idempotencyKey": "alone-2"}
+    first = signed_in(CREATE, {"input": fields})["createOrder"]
+    again = signed_in(CREATE, {"input": fields})["createOrder"]
+
+    assert (again["replayed"], again["order"]["id"]) == (True, first["order"]["id"])
+    assert committed_counts(app)["orders"] == 1
+
+
+def test_orders_placed_together_share_one_transaction_after_one_placed_alone(
+    app, signed_in, statements
+):
+    signed_in(CREATE, {"input": {"price": "5.00"}})
+    statements["checkouts"].clear()
+
+    result = signed_in(
+        """
+        mutation {
+          placed: createOrder(input: {price: "10.00"}) { success }
+          refused: createOrder(input: {price: "-1"}) { success }
+        }
+        """
+    )
+
+    assert (result["placed"]["success"], result["refused"]["success"]) == (True, False)
+    # The connection the first request set to commit each statement went back to the pool
+    # as it was: the document's statements ran inside one transaction (with a savepoint).
+    assert statements["checkouts"]
+    assert not any(statements["checkouts"])
+    assert placing(statements) == [True, False]
+    assert committed_counts(app)["orders"] == 2
+
+
+def test_an_order_after_a_write_in_the_same_request_stays_in_its_transaction(
+    app, idp, committed, statements
+):
+    """A first request provisions the caller's customer, a write: the order joins it."""
+    token = idp.issue_access_token("jane", sub=str(uuid.uuid4()))
+    response = app.test_client().post(
+        "/graphql",
+        json={"query": CREATE, "variables": {"input": {"price": "7.00"}}},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+    assert response.get_json()["data"]["createOrder"]["success"] is True
+    assert placing(statements) == [False]
+    assert committed_counts(app)["orders"] == 1
+
+
+def test_a_session_joining_a_connection_keeps_its_transaction(session):
+    # The tests' session joins an outer transaction on one connection.
+    assert commit_each_statement(session()) is False
+
+
+def test_a_session_commits_each_statement_only_before_its_transaction_began(app):
+    with app.app_context(), Session(db.engine) as own:
+        own.execute(text("SELECT 1"))
+        assert commit_each_statement(own) is False  # a transaction had begun
+        own.rollback()
+
+        assert commit_each_statement(own) is True
+        assert own.connection().connection.driver_connection.autocommit is True
+        own.commit()
+        # Back in the pool as the engine made it.
+        assert own.connection().connection.driver_connection.autocommit is False

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from graphql import GraphQLError, GraphQLResolveInfo
+from graphql import FieldNode, GraphQLError, GraphQLResolveInfo
 
 from models.actors import Actor
-from models.db import db, has_written
+from models.db import commit_each_statement, db, has_written
 from models.errors import DomainError, ErrorCode, FieldError
 from web.config import Settings
 
@@ -63,10 +63,14 @@ def mutation(
     operation: Callable[..., T], info: GraphQLResolveInfo, **kwargs: Any
 ) -> tuple[T | None, tuple[FieldError, ...]]:
     """Run one domain operation: all of its writes, or none of them. When the transaction
-    holds nothing else yet, a refusal rolls it back; otherwise a savepoint keeps the rest."""
+    holds nothing else yet, a refusal rolls it back; otherwise a savepoint keeps the rest. An
+    operation that writes with one statement, alone in its request, needs no transaction
+    around that statement."""
     actor = actor_of(info)
     # The request's Session itself: each use of the `db.session` proxy looks it up again.
     session = db.session()
+    if getattr(operation, "one_statement", False) and is_whole_operation(info):
+        commit_each_statement(session)
     if has_written(session):
         try:
             with session.begin_nested():
@@ -81,6 +85,12 @@ def mutation(
     except Exception:
         session.rollback()  # a bug must not leave half of an operation to be committed
         raise
+
+
+def is_whole_operation(info: GraphQLResolveInfo) -> bool:
+    """Whether this field is all its operation asks for at the top: nothing runs after it."""
+    selections = info.operation.selection_set.selections
+    return len(selections) == 1 and isinstance(selections[0], FieldNode)
 
 
 def payload(
