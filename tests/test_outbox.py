@@ -90,3 +90,34 @@ def test_ids_that_pile_up_are_all_published_in_batch_tasks_in_one_go(make_app):
     assert sorted(published) == sorted(str(i) for i in ids)  # each once, none lost
     assert max(len(task["args"][0]) for task in tasks) == 10
     assert len(tasks) < 250 / 5  # batches, not one task per id
+
+
+def test_an_id_beyond_a_full_task_waits_for_company_once(make_app):
+    """Eleven ids made a task of ten and a task of one; the one left over now waits a
+    gathering for more, and goes out alone if none come."""
+    queue_name = f"relay-carry-{uuid.uuid4().hex[:8]}"
+    relay = make_app(celery_queue=queue_name).extensions["outbox_relay"]
+    ids = [uuid.uuid4() for _ in range(11)]
+
+    started = time.monotonic()
+    relay.submit(ids)
+    assert _published_within(relay, len(ids), 5)
+    waited = time.monotonic() - started
+
+    tasks = published_tasks(queue_name)[::-1]  # the list's head is the newest
+    redis.Redis.from_url(REDIS_URL).delete(queue_name)
+    assert [task["args"][0] for task in tasks] == [
+        [str(i) for i in ids[:10]],
+        [str(ids[10])],
+    ]
+    assert waited < 2 * outbox.GATHER_SECONDS + 1  # two gatherings and a publish at most
+
+
+def test_a_relay_keeps_the_ids_beyond_full_tasks_for_one_gathering_only():
+    ids = [str(n) for n in range(23)]
+
+    assert outbox._full_tasks(ids, 0) == (ids[:20], ids[20:])
+    assert outbox._full_tasks(ids[:3], 0) == ([], ids[:3])  # alone: wait once for company
+    assert outbox._full_tasks(ids[:3], 3) == (ids[:3], [])  # waited already: go
+    assert outbox._full_tasks(ids, 3) == (ids[:20], ids[20:])  # the carried are in the tasks
+    assert outbox._full_tasks(ids[:10], 0) == (ids[:10], [])
