@@ -156,6 +156,7 @@ class FakeSmsGateway:
         self._initial_latency = latency
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._in_flight = 0
         self.reset()
         self.app = self._create_app()
 
@@ -202,14 +203,15 @@ class FakeSmsGateway:
             self._scripts.setdefault(phone.strip(), deque()).extend(checked)
 
     def reset(self) -> None:
-        """Forget messages, scripts and counters and restore the initial latency."""
+        """Forget messages, scripts and counters and restore the initial latency. Requests
+        still being answered stay counted in flight until they end (a caller that gave up
+        on one may have left it here)."""
         with self._lock:
             self._messages: list[dict[str, Any]] = []
             self._by_id: dict[str, dict[str, Any]] = {}
             self._scripts: dict[str, deque[Outcome]] = {}
             self._requests = 0
-            self._in_flight = 0
-            self._max_in_flight = 0
+            self._max_in_flight = self._in_flight
             self.latency = self._initial_latency
 
     def stats(self) -> dict[str, Any]:

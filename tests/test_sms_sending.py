@@ -464,7 +464,8 @@ def test_a_batch_sends_its_messages_side_by_side(session, gateway, sms_app, sms_
 
     assert outcomes == {"accepted": outbox.TASK_BATCH}
 
-    assert gateway.stats()["max_in_flight"] == outbox.TASK_BATCH
+    # (More only if a request an earlier test gave up on was still being answered.)
+    assert gateway.stats()["max_in_flight"] >= outbox.TASK_BATCH
     assert sorted(m["to"] for m in gateway.messages) == phones
     for notification in notifications:
         row = fresh(session, notification.id)
