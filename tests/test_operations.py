@@ -139,6 +139,14 @@ def test_an_access_line_is_json_whatever_the_path_holds():
     assert (line["level"], line["logger"]) == ("INFO", "gunicorn.access")
 
 
+def test_an_access_line_for_an_answer_gunicorn_made_itself_has_its_status():
+    # gunicorn answers a malformed request itself: its response has a status line only.
+    answered = SimpleNamespace(status="400 Bad Request", headers=[])
+    line = json.loads(access_line(answered, {"REQUEST_METHOD": "GET"}, timedelta(0)))
+
+    assert (line["status"], line["request_id"]) == (400, None)
+
+
 def test_the_notification_row_carries_the_request_id_to_the_worker(jane, session):
     from models.notifications import Notification
 

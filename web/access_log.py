@@ -36,7 +36,8 @@ class JsonAccessLogger(Logger):
 def access_line(resp: Any, environ: dict, request_time: timedelta) -> str:
     """The JSON line for one answered request."""
     request_id = next((value for name, value in resp.headers if name.lower() == _REQUEST_ID), None)
-    status = resp.status_code
+    # A response gunicorn makes itself (a malformed request, say) has no status_code.
+    status = getattr(resp, "status_code", None) or int(str(resp.status).split(None, 1)[0])
     return json.dumps(
         {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -46,6 +47,5 @@ def access_line(resp: Any, environ: dict, request_time: timedelta) -> str:
             "status": status,
             "duration_ms": round(request_time.total_seconds() * 1000, 1),
             "request_id": request_id,
-        },
-        ensure_ascii=False,
+        }
     )
