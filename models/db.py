@@ -70,7 +70,15 @@ def _note_statement(state: ORMExecuteState) -> None:
         or state.is_delete
         or state.execution_options.get("writes")
     ):
+        if commits_each_statement(state.session) and has_written(state.session):
+            raise SecondWrite("a second write would commit apart from the first")
         state.session.info[_WROTE] = True
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_flush(session: Session, _context: object, _instances: object) -> None:
+    if commits_each_statement(session):
+        raise SecondWrite("an ORM flush would commit each of its statements apart")
 
 
 @event.listens_for(Session, "after_flush")
@@ -82,6 +90,7 @@ def _note_flush(session: Session, _context: object) -> None:
 def _forget_writes(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:
         session.info.pop(_WROTE, None)
+        session.info.pop(_EACH_STATEMENT, None)
 
 
 def has_written(session: Session) -> bool:
@@ -104,15 +113,31 @@ def one_statement(operation: T) -> T:
     return operation
 
 
+_EACH_STATEMENT = "commits_each_statement"
+
+
+class SecondWrite(RuntimeError):
+    """A session committing each statement by itself was asked for a second write: an
+    operation marked `one_statement` that is not (a bug, refused before it writes)."""
+
+
 def commit_each_statement(session: Session) -> bool:
     """Have each of the session's statements commit as it ends, until the session's
     transaction ends; only for a session bound to an engine (a test's session joins an
-    outer transaction) that has not begun one. Whether it did so."""
+    outer transaction) that has not begun one. Whether it did so. It then refuses a second
+    write (`SecondWrite`)."""
     if session.in_transaction() or not isinstance(session.get_bind(), Engine):
         return False
     # The pool sets the connection back to the engine's isolation level when it returns.
     session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    session.info[_EACH_STATEMENT] = True
     return True
+
+
+def commits_each_statement(session: Session) -> bool:
+    """Whether the session's statements commit as they end: what one wrote stays written,
+    whatever becomes of the session's transaction."""
+    return bool(session.info.get(_EACH_STATEMENT))
 
 
 # -- stale connections ----------------------------------------------------------------------

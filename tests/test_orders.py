@@ -11,8 +11,9 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
-from models import Customer, Order
-from models.db import commit_each_statement, db
+from models import Customer, Order, orders
+from models.actors import Actor
+from models.db import SecondWrite, commit_each_statement, db
 from tests.factories import ADMIN_SUB, JANE_SUB, CustomerFactory, OrderFactory, row_counts
 from tests.sms_support import published_tasks
 
@@ -520,8 +521,10 @@ def statements(app):
     seen: dict[str, list] = {"statements": [], "checkouts": []}
 
     def executed(connection, _cursor, statement, *_args):
-        autocommit = connection.connection.driver_connection.autocommit
-        seen["statements"].append((statement, autocommit))
+        driver = connection.connection.driver_connection
+        seen["statements"].append((statement, driver.autocommit))
+        if "INSERT INTO orders" in statement:
+            seen.setdefault("drivers", []).append(driver)
 
     def checked_out(dbapi_connection, *_args):
         seen["checkouts"].append(dbapi_connection.autocommit)
@@ -600,13 +603,33 @@ def test_the_replay_of_an_order_placed_alone_finds_it(app, signed_in, statements
     again = signed_in(CREATE, {"input": fields})["createOrder"]
 
     assert (again["replayed"], again["order"]["id"]) == (True, first["order"]["id"])
+    assert placing(statements) == [True, True]
     assert committed_counts(app)["orders"] == 1
+
+
+def test_orders_refused_alone_write_nothing(app, signed_in, statements):
+    signed_in(CREATE, {"input": {"price": "5.00", "idempotencyKey": "alone-3"}})
+
+    invalid = signed_in(CREATE, {"input": {"price": "-1"}})["createOrder"]
+    reused = signed_in(CREATE, {"input": {"price": "6.00", "idempotencyKey": "alone-3"}})
+
+    assert invalid["success"] is False
+    assert reused["createOrder"]["fieldErrors"][0]["code"] == "IDEMPOTENCY_KEY_REUSED"
+    assert placing(statements) == [True, True]  # the invalid one never reached the database
+    assert committed_counts(app) == {
+        "orders": 1,
+        "order_events": 1,
+        "notifications": 1,
+        "idempotency_keys": 1,
+    }
 
 
 def test_orders_placed_together_share_one_transaction_after_one_placed_alone(
     app, signed_in, statements
 ):
     signed_in(CREATE, {"input": {"price": "5.00"}})
+    (alone,) = statements["drivers"]
+    assert alone.autocommit is False  # back in the pool as the engine made it
     statements["checkouts"].clear()
 
     result = signed_in(
@@ -655,7 +678,46 @@ def test_a_session_commits_each_statement_only_before_its_transaction_began(app)
         own.rollback()
 
         assert commit_each_statement(own) is True
-        assert own.connection().connection.driver_connection.autocommit is True
+        driver = own.connection().connection.driver_connection
+        assert driver.autocommit is True
         own.commit()
-        # Back in the pool as the engine made it.
-        assert own.connection().connection.driver_connection.autocommit is False
+        assert driver.autocommit is False  # back in the pool as the engine made it
+
+
+def test_a_session_committing_each_statement_refuses_a_second_write(app):
+    marked_write = text("SELECT 1").execution_options(writes=True)
+    with app.app_context(), Session(db.engine) as own:
+        commit_each_statement(own)
+        own.execute(marked_write)
+        with pytest.raises(SecondWrite):
+            own.execute(marked_write)
+        own.rollback()
+
+        commit_each_statement(own)
+        own.add(Customer(code="NEVER-1", name="Never", phone="+254700000009"))
+        with pytest.raises(SecondWrite):
+            own.flush()
+        own.rollback()
+        assert own.scalar(text("SELECT count(*) FROM customers WHERE name = 'Never'")) == 0
+
+
+def test_the_sms_of_an_order_placed_alone_goes_out_even_if_the_request_rolls_back(app, signed_in):
+    with app.app_context():
+        customer_id = db.session.scalar(text("SELECT id FROM customers"))
+        db.session.remove()
+        session = db.session()
+        assert commit_each_statement(session) is True
+        result = orders.create_order(
+            session, actor=Actor(subject=JANE_SUB, customer_id=customer_id), price="15.00"
+        )
+        notification_id = str(session.scalar(text("SELECT id FROM notifications")))
+        session.rollback()  # say a later resolver failed: the order is committed all the same
+        db.session.remove()
+
+    assert committed_counts(app)["orders"] == 1
+    assert result.order.id is not None
+    queue = app.extensions["outbox_relay"].queue_name
+    deadline = time.monotonic() + 5
+    while not queued(queue, notification_id) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert queued(queue, notification_id)

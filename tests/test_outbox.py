@@ -92,9 +92,9 @@ def test_ids_that_pile_up_are_all_published_in_batch_tasks_in_one_go(make_app):
     assert len(tasks) < 250 / 5  # batches, not one task per id
 
 
-def test_an_id_beyond_a_full_task_waits_for_company_once(make_app):
-    """Eleven ids made a task of ten and a task of one; the one left over now waits a
-    gathering for more, and goes out alone if none come."""
+def test_an_id_left_over_from_a_full_task_still_goes_out_alone_soon(make_app):
+    """The eleventh of eleven ids waits a gathering for company (see the next test); none
+    comes, and it goes out by itself within two gatherings, none lost or repeated."""
     queue_name = f"relay-carry-{uuid.uuid4().hex[:8]}"
     relay = make_app(celery_queue=queue_name).extensions["outbox_relay"]
     ids = [uuid.uuid4() for _ in range(11)]

@@ -20,6 +20,7 @@ from flask import Flask, current_app, has_app_context
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from models.db import commits_each_statement
 from models.notifications import OUTBOX_KEY
 from worker.celery_app import celery_app
 
@@ -150,8 +151,12 @@ def _after_commit(session: Session) -> None:
 def _after_rollback(session: Session) -> None:
     # A rolled-back savepoint may leave ids of rows that never were: publishing them costs a
     # task that finds nothing, while dropping them could delay the real ones to the sweep.
-    if not session.in_nested_transaction():
-        session.info.pop(OUTBOX_KEY, None)
+    if session.in_nested_transaction():
+        return
+    ids = session.info.pop(OUTBOX_KEY, None)
+    # A statement that committed by itself stays committed: its rows are there to send.
+    if ids and commits_each_statement(session) and has_app_context():
+        current_app.extensions["outbox_relay"].submit(ids)
 
 
 def init_app(app: Flask, broker_url: str, queue_name: str) -> None:
