@@ -3,6 +3,7 @@ change what, and idempotent creation."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from decimal import Decimal
@@ -721,3 +722,14 @@ def test_the_sms_of_an_order_placed_alone_goes_out_even_if_the_request_rolls_bac
     while not queued(queue, notification_id) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert queued(queue, notification_id)
+
+
+def test_a_response_keeps_the_order_the_query_asked_for(jane):
+    response = jane.post(
+        "mutation { createOrder(input: {price: 10}) { success order { totalPrice status id } "
+        "message } }"
+    )
+
+    answer = json.loads(response.get_data(as_text=True))["data"]["createOrder"]
+    assert list(answer) == ["success", "order", "message"]
+    assert list(answer["order"]) == ["totalPrice", "status", "id"]

@@ -55,9 +55,11 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
             "connect_args": {"connect_timeout": 5, "application_name": "order-service-web"},
         },
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
-        JSON_SORT_KEYS=False,
         PROPAGATE_EXCEPTIONS=False,
     )
+    # A response's fields in the order the query asked for them, as the GraphQL spec asks
+    # (Flask sorts keys by default; its JSON_SORT_KEYS setting is gone since 2.3).
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     logs.configure(settings.log_level)
     logs.init_app(app)
     sentry.init(settings)
