@@ -103,7 +103,8 @@ def has_written(session: Session) -> bool:
 # transaction would hold is one writing statement (reads may come before it: under READ
 # COMMITTED each statement sees what is committed when it starts, in a transaction or not),
 # the statement alone is that transaction: PostgreSQL commits it when it ends, all of it or
-# none. About a seventh of createOrder's time in the web process, and of PostgreSQL's.
+# none. About a seventh of createOrder's time in the web process, and of PostgreSQL's. The
+# same holds for reads that write nothing: a query's statements need no BEGIN and COMMIT.
 T = TypeVar("T", bound=Callable[..., Any])
 
 

@@ -733,3 +733,19 @@ def test_a_response_keeps_the_order_the_query_asked_for(jane):
     answer = json.loads(response.get_data(as_text=True))["data"]["createOrder"]
     assert list(answer) == ["success", "order", "message"]
     assert list(answer["order"]) == ["totalPrice", "status", "id"]
+
+
+def test_a_query_reads_without_a_transaction_around_its_statements(app, signed_in, statements):
+    placed = signed_in(CREATE, {"input": {"price": "8.00"}})["createOrder"]["order"]
+    statements["statements"].clear()
+
+    result = signed_in(
+        "query { me { id } myOrders(first: 5) { id status } order(id: "
+        f'"{placed["id"]}") {{ id status }} }}'
+    )
+
+    assert [order["id"] for order in result["myOrders"]] == [placed["id"]]
+    assert result["order"] == {"id": placed["id"], "status": "NEW"}
+    reads = [autocommit for sql, autocommit in statements["statements"]]
+    assert reads
+    assert all(reads)  # each SELECT on a connection that needs no BEGIN or COMMIT

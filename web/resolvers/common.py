@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from graphql import FieldNode, GraphQLError, GraphQLResolveInfo
+from graphql import FieldNode, GraphQLError, GraphQLResolveInfo, OperationType
 
 from models.actors import Actor
 from models.db import commit_each_statement, db, has_written
@@ -50,9 +50,14 @@ def query(
     operation: Callable[..., T], info: GraphQLResolveInfo, *, not_found: Any = None, **kwargs: Any
 ) -> T:
     """Run a read for the caller. NOT_FOUND answers `not_found` (null, or an empty list), so
-    another customer's ids cannot be probed; other DomainErrors become BAD_USER_INPUT."""
+    another customer's ids cannot be probed; other DomainErrors become BAD_USER_INPUT. A
+    query operation, which writes nothing, needs no transaction around its reads."""
+    actor = actor_of(info)
+    session = db.session()
+    if info.operation.operation is OperationType.QUERY:
+        commit_each_statement(session)
     try:
-        return operation(db.session(), actor=actor_of(info), **kwargs)
+        return operation(session, actor=actor, **kwargs)
     except DomainError as error:
         if all(e.code is ErrorCode.NOT_FOUND for e in error.errors):
             return not_found
