@@ -70,15 +70,18 @@ def _note_statement(state: ORMExecuteState) -> None:
         or state.is_delete
         or state.execution_options.get("writes")
     ):
-        if commits_each_statement(state.session) and has_written(state.session):
-            raise SecondWrite("a second write would commit apart from the first")
+        mode = state.session.info.get(_EACH_STATEMENT)
+        if mode == READS_ONLY:
+            raise UnexpectedWrite("a write in a session that reads only")
+        if mode and has_written(state.session):
+            raise UnexpectedWrite("a second write would commit apart from the first")
         state.session.info[_WROTE] = True
 
 
 @event.listens_for(Session, "before_flush")
 def _refuse_flush(session: Session, _context: object, _instances: object) -> None:
     if commits_each_statement(session):
-        raise SecondWrite("an ORM flush would commit each of its statements apart")
+        raise UnexpectedWrite("an ORM flush would commit each of its statements apart")
 
 
 @event.listens_for(Session, "after_flush")
@@ -115,23 +118,25 @@ def one_statement(operation: T) -> T:
 
 
 _EACH_STATEMENT = "commits_each_statement"
+ONE_WRITE, READS_ONLY = "one write", "reads only"
 
 
-class SecondWrite(RuntimeError):
-    """A session committing each statement by itself was asked for a second write: an
-    operation marked `one_statement` that is not (a bug, refused before it writes)."""
+class UnexpectedWrite(RuntimeError):
+    """A session committing each statement by itself was asked for a write it does not
+    allow: a second one, or any in a session that reads only (a bug, refused before it
+    runs)."""
 
 
-def commit_each_statement(session: Session) -> bool:
+def commit_each_statement(session: Session, allow: str = ONE_WRITE) -> bool:
     """Have each of the session's statements commit as it ends, until the session's
     transaction ends; only for a session bound to an engine (a test's session joins an
-    outer transaction) that has not begun one. Whether it did so. It then refuses a second
-    write (`SecondWrite`)."""
+    outer transaction) that has not begun one. Whether it did so. It then refuses, as
+    `UnexpectedWrite`, a write beyond what `allow` says: ONE_WRITE or READS_ONLY."""
     if session.in_transaction() or not isinstance(session.get_bind(), Engine):
         return False
     # The pool sets the connection back to the engine's isolation level when it returns.
     session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    session.info[_EACH_STATEMENT] = True
+    session.info[_EACH_STATEMENT] = allow
     return True
 
 

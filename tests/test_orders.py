@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from models import Customer, Order, orders
 from models.actors import Actor
-from models.db import SecondWrite, commit_each_statement, db
+from models.db import READS_ONLY, UnexpectedWrite, commit_each_statement, db
 from tests.factories import ADMIN_SUB, JANE_SUB, CustomerFactory, OrderFactory, row_counts
 from tests.sms_support import published_tasks
 
@@ -690,14 +690,20 @@ def test_a_session_committing_each_statement_refuses_a_second_write(app):
     with app.app_context(), Session(db.engine) as own:
         commit_each_statement(own)
         own.execute(marked_write)
-        with pytest.raises(SecondWrite):
+        with pytest.raises(UnexpectedWrite):
             own.execute(marked_write)
         own.rollback()
 
         commit_each_statement(own)
         own.add(Customer(code="NEVER-1", name="Never", phone="+254700000009"))
-        with pytest.raises(SecondWrite):
+        with pytest.raises(UnexpectedWrite):
             own.flush()
+        own.rollback()
+
+        commit_each_statement(own, allow=READS_ONLY)
+        own.execute(text("SELECT 1"))
+        with pytest.raises(UnexpectedWrite):
+            own.execute(marked_write)
         own.rollback()
         assert own.scalar(text("SELECT count(*) FROM customers WHERE name = 'Never'")) == 0
 
@@ -749,3 +755,19 @@ def test_a_query_reads_without_a_transaction_around_its_statements(app, signed_i
     reads = [autocommit for sql, autocommit in statements["statements"]]
     assert reads
     assert all(reads)  # each SELECT on a connection that needs no BEGIN or COMMIT
+
+
+def test_a_query_after_the_sign_in_looked_the_caller_up_reads_in_its_transaction(
+    app, idp, committed, statements
+):
+    """A token not seen before: finding its customer began a transaction, kept to the end."""
+    token = idp.issue_access_token("jane", sub=str(uuid.uuid4()))
+    response = app.test_client().post(
+        "/graphql",
+        json={"query": "{ myOrders(first: 5) { id } }"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+    assert response.get_json()["data"] == {"myOrders": []}
+    assert statements["statements"]
+    assert not any(autocommit for _sql, autocommit in statements["statements"])

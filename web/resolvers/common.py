@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from graphql import FieldNode, GraphQLError, GraphQLResolveInfo, OperationType
 
 from models.actors import Actor
-from models.db import commit_each_statement, db, has_written
+from models.db import READS_ONLY, commit_each_statement, db, has_written
 from models.errors import DomainError, ErrorCode, FieldError
 from web.config import Settings
 
@@ -55,7 +55,7 @@ def query(
     actor = actor_of(info)
     session = db.session()
     if info.operation.operation is OperationType.QUERY:
-        commit_each_statement(session)
+        commit_each_statement(session, allow=READS_ONLY)
     try:
         return operation(session, actor=actor, **kwargs)
     except DomainError as error:
