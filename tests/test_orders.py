@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from models import Customer, Order, orders
 from models.actors import Actor
 from models.db import READS_ONLY, UnexpectedWrite, commit_each_statement, db
+from tests.clients import GraphQLClient
 from tests.factories import ADMIN_SUB, JANE_SUB, CustomerFactory, OrderFactory, row_counts
 from tests.sms_support import published_tasks
 
@@ -541,25 +542,13 @@ def statements(app):
 
 @pytest.fixture
 def signed_in(app, idp, committed):
-    """`post(document, variables)` as Jane, one token throughout, real commits. Her first
+    """`execute(document, variables)` as Jane, one token throughout, real commits. Her first
     request creates her customer; the second finds it and remembers the token, so later
     requests need no query before their own."""
-    token = idp.issue_access_token("jane")
-
-    def post(document: str, variables: dict | None = None) -> dict:
-        response = app.test_client().post(
-            "/graphql",
-            json={"query": document, "variables": variables or {}},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        body = response.get_json()
-        assert response.status_code == 200, body
-        assert "errors" not in body, body
-        return body["data"]
-
-    post("{ me { id } }")
-    post("{ me { id } }")
-    return post
+    execute = GraphQLClient(app.test_client(), idp.issue_access_token("jane")).execute
+    execute("{ me { id } }")
+    execute("{ me { id } }")
+    return execute
 
 
 def placing(seen: dict) -> list[bool]:
@@ -588,14 +577,18 @@ def test_an_order_placed_alone_is_one_statement_without_begin_or_commit(app, sig
     with app.app_context():
         notification_id = str(db.session.scalar(text("SELECT id FROM notifications")))
     queue = app.extensions["outbox_relay"].queue_name
-    deadline = time.monotonic() + 5
-    while not queued(queue, notification_id) and time.monotonic() < deadline:
-        time.sleep(0.02)
     assert queued(queue, notification_id)  # its SMS went to the queue after the commit
 
 
-def queued(queue: str, notification_id: str) -> bool:
-    return any(notification_id in task["args"][0] for task in published_tasks(queue))
+def queued(queue: str, notification_id: str, seconds: float = 5) -> bool:
+    """Whether a task for the notification is in `queue` within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if any(notification_id in task["args"][0] for task in published_tasks(queue)):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
 
 
 def test_the_replay_of_an_order_placed_alone_finds_it(app, signed_in, statements):
@@ -655,14 +648,12 @@ def test_an_order_after_a_write_in_the_same_request_stays_in_its_transaction(
     app, idp, committed, statements
 ):
     """A first request provisions the caller's customer, a write: the order joins it."""
-    token = idp.issue_access_token("jane", sub=str(uuid.uuid4()))
-    response = app.test_client().post(
-        "/graphql",
-        json={"query": CREATE, "variables": {"input": {"price": "7.00"}}},
-        headers={"Authorization": f"Bearer {token}"},
+    stranger = GraphQLClient(
+        app.test_client(), idp.issue_access_token("jane", sub=str(uuid.uuid4()))
     )
+    placed = stranger.execute(CREATE, {"input": {"price": "7.00"}})
 
-    assert response.get_json()["data"]["createOrder"]["success"] is True
+    assert placed["createOrder"]["success"] is True
     assert placing(statements) == [False]
     assert committed_counts(app)["orders"] == 1
 
@@ -724,9 +715,6 @@ def test_the_sms_of_an_order_placed_alone_goes_out_even_if_the_request_rolls_bac
     assert committed_counts(app)["orders"] == 1
     assert result.order.id is not None
     queue = app.extensions["outbox_relay"].queue_name
-    deadline = time.monotonic() + 5
-    while not queued(queue, notification_id) and time.monotonic() < deadline:
-        time.sleep(0.02)
     assert queued(queue, notification_id)
 
 
@@ -761,13 +749,10 @@ def test_a_query_after_the_sign_in_looked_the_caller_up_reads_in_its_transaction
     app, idp, committed, statements
 ):
     """A token not seen before: finding its customer began a transaction, kept to the end."""
-    token = idp.issue_access_token("jane", sub=str(uuid.uuid4()))
-    response = app.test_client().post(
-        "/graphql",
-        json={"query": "{ myOrders(first: 5) { id } }"},
-        headers={"Authorization": f"Bearer {token}"},
+    stranger = GraphQLClient(
+        app.test_client(), idp.issue_access_token("jane", sub=str(uuid.uuid4()))
     )
 
-    assert response.get_json()["data"] == {"myOrders": []}
+    assert stranger.execute("{ myOrders(first: 5) { id } }") == {"myOrders": []}
     assert statements["statements"]
     assert not any(autocommit for _sql, autocommit in statements["statements"])
