@@ -6,10 +6,12 @@ It brings up PostgreSQL and Redis as the tests do (dev.services), a fresh databa
 `orders_bench` with the migrations applied, the development identity provider, the local SMS
 gateway, the service with its production config under gunicorn (the Procfile's `web` line), its
 Celery worker (the Procfile's `worker` line), a second worker running a no-op task, and the
-floor (bench/floor.py under `gunicorn -w 2`). Load comes from wrk (or bench/load.py) in a
-separate process. Then, side by side:
+floor (bench/floor.py under `gunicorn -w 2`) and the stack floor (bench/stack_floor.py: the
+floor's work through Flask, Ariadne and Flask-SQLAlchemy, served the same way). Load comes from
+wrk (or bench/load.py) in a separate process. Then, side by side:
 
-  a. createOrder (RS256 token, fresh idempotency key per call) vs the floor: req/s, p50, p99;
+  a. createOrder (RS256 token, fresh idempotency key per call) vs the floor and the stack
+     floor: req/s, p50, p99;
   b. confirmOrder p99 with the gateway answering in 0 ms and in 200 ms;
   c. myOrders(first: 20) p50 for a customer with 10,000 orders and one with 1,000,000;
   d. SMS drain (QUEUED notifications, gateway at 100 ms) vs a Celery no-op drain;
@@ -317,11 +319,12 @@ class Bench:
         self.sms_queue = f"bench-sms-{self.tag}"
         self.noop_queue = f"bench-noop-{self.tag}"
         self.floor_list = f"bench-floor-{self.tag}"
+        self.stack_floor_list = f"bench-stack-floor-{self.tag}"
         self.stack.callback(self._quietly, "forget Redis keys", self._forget_redis_keys)
 
     def _forget_redis_keys(self) -> None:
         """Delete this run's queues, list and kombu bindings, and its unacked messages."""
-        names = [self.sms_queue, self.noop_queue, self.floor_list]
+        names = [self.sms_queue, self.noop_queue, self.floor_list, self.stack_floor_list]
         keys = list(self.redis.scan_iter(f"*{self.tag}*", count=1000))
         if keys:
             self.redis.delete(*keys)
@@ -340,6 +343,7 @@ class Bench:
         self.dev_env = base
         self.idp_port, self.gateway_port = free_port(), free_port()
         self.web_port, self.floor_port = free_port(), free_port()
+        self.stack_floor_port = free_port()
         self.issuer = f"http://127.0.0.1:{self.idp_port}/realms/{REALM}"
         self.gateway_url = f"http://127.0.0.1:{self.gateway_port}"
         self.client_secret = secrets.token_urlsafe(24)
@@ -419,30 +423,39 @@ class Bench:
             wait_until(lambda: http_status(stats) == 200, 30, "dev.sms_gateway", gateway)
 
     def _start_floor(self) -> None:
-        with step("floor (bench/floor.py under gunicorn -w 2)"):
-            from bench.floor import CREATE_TABLE
+        from bench.floor import CREATE_TABLE
 
-            with data.connect(self.database_url) as connection:
-                connection.execute(CREATE_TABLE)
+        with data.connect(self.database_url) as connection:
+            connection.execute(CREATE_TABLE)
+        # Both floors write to the floor's table, each to a Redis list of its own.
+        self.floor = self._start_floor_app("floor", "bench.floor", self.floor_port, self.floor_list)
+        self.stack_floor = self._start_floor_app(
+            "stack-floor", "bench.stack_floor", self.stack_floor_port, self.stack_floor_list
+        )
+
+    def _start_floor_app(self, name: str, module: str, port: int, redis_list: str) -> Managed:
+        """A floor app under `gunicorn -w 2`: gunicorn's defaults otherwise (its sync worker)."""
+        with step(f"{name} ({module.replace('.', '/')}.py under gunicorn -w 2)"):
             env = {
                 **self.dev_env,
                 "FLOOR_DATABASE_URL": data.normalise_url(self.database_url),
                 "FLOOR_REDIS_URL": self.redis_url,
-                "FLOOR_REDIS_LIST": self.floor_list,
+                "FLOOR_REDIS_LIST": redis_list,
             }
-            self.floor = floor = self.procs.start(
-                "floor",
+            process = self.procs.start(
+                name,
                 # --config: without one gunicorn would read the service's ./gunicorn.conf.py;
-                # bench.floor sets no gunicorn setting, so these are gunicorn's defaults.
+                # an empty one leaves gunicorn's defaults.
                 [
-                    *("gunicorn", "--config", "python:bench.floor", "-w", "2"),
-                    *("--bind", f"127.0.0.1:{self.floor_port}", "bench.floor:app"),
+                    *("gunicorn", "--config", "/dev/null", "-w", "2"),
+                    *("--bind", f"127.0.0.1:{port}", f"{module}:app"),
                 ],
                 env,
                 cwd=ROOT,
             )
-            url = f"http://127.0.0.1:{self.floor_port}/"
-            wait_until(lambda: http_status(url) == 200, 30, "the floor", floor)
+            url = f"http://127.0.0.1:{port}/"
+            wait_until(lambda: http_status(url) == 200, 30, name, process)
+            return process
 
     def _start_service(self, name: str, command: str) -> Managed:
         """A Procfile command of the service, in production mode."""
@@ -608,10 +621,10 @@ class Bench:
         trees = {
             process.name: process.pid
             for process in self.procs.started
-            if process.name in ("web", "floor", "sms-gateway")
+            if process.name in ("web", "floor", "stack-floor", "sms-gateway")
             or process.name.startswith(("worker", "noop-worker"))
         }
-        return CpuMeter(trees, split=("web", "floor"))
+        return CpuMeter(trees, split=("web", "floor", "stack-floor"))
 
     def record_cpu(self, name: str, meter: CpuMeter, operations: int) -> None:
         usage = meter.stop()
@@ -659,9 +672,10 @@ class Bench:
     # -- the measurements --------------------------------------------------------------------
 
     def phase_create(self) -> None:
-        """(a) createOrder against the floor, same body, same load. The Celery workers are not
-        started yet: the floor's LPUSHed messages have no consumer either, so both measure the
-        request path alone (the service's publish to Redis included)."""
+        """(a) createOrder against the floor and the stack floor, same body, same load. The
+        Celery workers are not started yet: the floors' LPUSHed messages have no consumer
+        either, so all three measure the request path alone (the service's publish to Redis
+        included)."""
         settings = self.settings
         service = self._spec(
             self.graphql_url, CREATE_TEMPLATE, SUCCESS, headers=self._auth("create"), prefix="svc"
@@ -669,11 +683,18 @@ class Bench:
         floor_url = f"http://127.0.0.1:{self.floor_port}/graphql"
         floor = self._spec(floor_url, CREATE_TEMPLATE, SUCCESS, prefix="floor")
         warm = {"duration": settings.warmup}
-        with step("(a) createOrder vs floor"):
+        stack_url = f"http://127.0.0.1:{self.stack_floor_port}/graphql"
+        stack = self._spec(stack_url, CREATE_TEMPLATE, SUCCESS, prefix="stack")
+        with step("(a) createOrder vs floor and stack floor"):
             floor_result = self.load(
                 "create-floor",
                 floor,
                 warm=self._spec(floor_url, CREATE_TEMPLATE, SUCCESS, prefix="floor-warm", **warm),
+            )
+            stack_result = self.load(
+                "create-stack-floor",
+                stack,
+                warm=self._spec(stack_url, CREATE_TEMPLATE, SUCCESS, prefix="stack-warm", **warm),
             )
             service_result = self.load(
                 "create-service",
@@ -690,8 +711,10 @@ class Bench:
         self.measurements["create"] = {
             "service": asdict(service_result),
             "floor": asdict(floor_result),
+            "stack_floor": asdict(stack_result),
             "floor_rows": self._count("bench_floor_orders"),
             "floor_messages": self.redis.llen(self.floor_list),
+            "stack_floor_messages": self.redis.llen(self.stack_floor_list),
         }
         if settings.profile:
             self.profile_create()
@@ -1077,6 +1100,7 @@ def rows_for(measurements: dict[str, Any], settings: Settings) -> list[Row]:
     rows: list[Row] = []
     create = measurements.get("create", {})
     service, floor = create.get("service", {}), create.get("floor", {})
+    stack = create.get("stack_floor", {})
     rows += [
         Row("createOrder throughput", service.get("rps"), "req/s"),
         Row("createOrder p50", service.get("p50_ms"), "ms"),
@@ -1098,6 +1122,11 @@ def rows_for(measurements: dict[str, Any], settings: Settings) -> list[Row]:
             "<=",
             2.0,
         ),
+        # No targets: how much of the gap to the floor the stack itself takes.
+        Row("stack floor throughput", stack.get("rps"), "req/s"),
+        Row("stack floor p99", stack.get("p99_ms"), "ms"),
+        Row("stack floor/floor throughput", ratio(stack.get("rps"), floor.get("rps")), "x"),
+        Row("createOrder/stack floor throughput", ratio(service.get("rps"), stack.get("rps")), "x"),
     ]
     confirm = measurements.get("confirm", {})
     fast = confirm.get("gateway_0ms", {}).get("p99_ms")
@@ -1141,6 +1170,7 @@ def _phase(metric: str) -> str:
     for prefix, phase in (
         ("createOrder", "create"),
         ("floor", "create"),
+        ("stack floor", "create"),
         ("confirmOrder", "confirm"),
         ("myOrders", "my-orders"),
         ("SMS", "drain"),
