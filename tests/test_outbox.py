@@ -97,16 +97,16 @@ def test_ids_that_pile_up_are_all_published_in_batch_tasks_in_one_go(make_app):
     assert {task["task"] for task in tasks} == {"notifications.send_batch"}
     published = [notification_id for task in tasks for notification_id in task["args"][0]]
     assert sorted(published) == sorted(str(i) for i in ids)  # each once, none lost
-    assert max(len(task["args"][0]) for task in tasks) == 10
+    assert max(len(task["args"][0]) for task in tasks) == outbox.TASK_BATCH
     assert len(tasks) < 250 / 5  # batches, not one task per id
 
 
 def test_an_id_left_over_from_a_full_task_still_goes_out_alone_soon(make_app):
-    """The eleventh of eleven ids waits a gathering for company (see the next test); none
+    """The id beyond a full task waits a gathering for company (see the next test); none
     comes, and it goes out by itself within two gatherings, none lost or repeated."""
     queue_name = f"relay-carry-{uuid.uuid4().hex[:8]}"
     relay = make_app(celery_queue=queue_name).extensions["outbox_relay"]
-    ids = [uuid.uuid4() for _ in range(11)]
+    ids = [uuid.uuid4() for _ in range(outbox.TASK_BATCH + 1)]
 
     started = time.monotonic()
     relay.submit(ids)
@@ -116,17 +116,18 @@ def test_an_id_left_over_from_a_full_task_still_goes_out_alone_soon(make_app):
     tasks = published_tasks(queue_name)[::-1]  # the list's head is the newest
     _forget(queue_name)
     assert [task["args"][0] for task in tasks] == [
-        [str(i) for i in ids[:10]],
-        [str(ids[10])],
+        [str(i) for i in ids[:-1]],
+        [str(ids[-1])],
     ]
     assert waited < 2 * outbox.GATHER_SECONDS + 1  # two gatherings and a publish at most
 
 
 def test_a_relay_keeps_the_ids_beyond_full_tasks_for_one_gathering_only():
-    ids = [str(n) for n in range(23)]
+    full = 2 * outbox.TASK_BATCH  # two full tasks, and three ids more
+    ids = [str(n) for n in range(full + 3)]
 
-    assert outbox._full_tasks(ids, 0) == (ids[:20], ids[20:])
+    assert outbox._full_tasks(ids, 0) == (ids[:full], ids[full:])
     assert outbox._full_tasks(ids[:3], 0) == ([], ids[:3])  # alone: wait once for company
     assert outbox._full_tasks(ids[:3], 3) == (ids[:3], [])  # waited already: go
-    assert outbox._full_tasks(ids, 3) == (ids[:20], ids[20:])  # the carried are in the tasks
-    assert outbox._full_tasks(ids[:10], 0) == (ids[:10], [])
+    assert outbox._full_tasks(ids, 3) == (ids[:full], ids[full:])  # the carried are in the tasks
+    assert outbox._full_tasks(ids[:full], 0) == (ids[:full], [])

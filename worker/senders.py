@@ -111,7 +111,7 @@ class _PooledSMSService(SMSService):
         else:
             tls["ca_certs"] = verify if isinstance(verify, str) else requests.certs.where()
         # A connection is kept for each send that was in flight at once (a worker process's
-        # tasks times ten), up to KEPT_CONNECTIONS; one over that is closed after its send.
+        # tasks times TASK_BATCH), up to KEPT_CONNECTIONS; one over that is closed after its send.
         proxy = requests.utils.select_proxy(self._baseUrl, found["proxies"])
         self.pool: urllib3.PoolManager
         if proxy:
