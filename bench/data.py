@@ -189,9 +189,12 @@ def db_counters(url: str) -> dict[str, int]:
     return {name: int(value or 0) for name, value in zip(DB_COUNTERS, row, strict=True)}
 
 
-def count_rows(connection: Connection, table: str) -> int:
+def floor_rows(connection: Connection, key_prefix: str) -> int:
+    """Rows of `bench_floor_orders` whose idempotency key starts with `key_prefix` (each floor's
+    load has a prefix of its own)."""
     row = connection.execute(
-        sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+        "SELECT count(*) FROM bench_floor_orders WHERE idempotency_key LIKE %s",
+        (f"{key_prefix}%",),
     ).fetchone()
     assert row is not None
     return int(row[0])

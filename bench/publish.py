@@ -4,7 +4,7 @@
     python -m bench.publish --broker redis://... --queue Q --task bench.noop --count 5000
 
 With --relay the notification ids in the file go out exactly as the web process's outbox relay
-sends them (`worker.outbox.Relay.publish`, a full pipeline at a time: batch tasks of ten ids).
+sends them (`worker.outbox.Relay.publish`, a full pipeline at a time: batch tasks of twenty ids).
 With --task, one task per line of --ids-file (its single argument), or --count tasks without
 arguments, from a bare Celery app of its own (only the broker URL and JSON).
 Prints one JSON line: {"published": N, "started": epoch, "finished": epoch}.

@@ -70,7 +70,7 @@ DATABASE = "orders_bench"
 REDIS_DB = 9
 REALM = "donfiles"
 CLIENT_ID = "customer_api"
-GATEWAY_THREADS = 512  # more than the worker's sends in flight: 32 tasks of 10 side by side
+GATEWAY_THREADS = 1024  # more than the worker's sends in flight: 32 tasks of 20 side by side
 NOOP_TASK = "bench.noop"  # bench.noop_tasks.NOOP_TASK; not imported: it loads the service
 
 CREATE_ORDER = (
@@ -288,7 +288,8 @@ class Bench:
         self._start_gateway()
         with step("migrations"):
             self._run(["flask", "--app", "web:create_app", "db", "upgrade"], self.prod_env)
-        self._start_floor()
+        if "create" in self.settings.only:
+            self._start_floor()
         self._start_web()
         self._sign_in()
 
@@ -414,6 +415,7 @@ class Bench:
                 [
                     *(sys.executable, "-m", "gunicorn", "--config", "/dev/null", "--workers=1"),
                     *("--worker-class=gthread", f"--threads={GATEWAY_THREADS}"),
+                    "--no-control-socket",
                     *("--keep-alive=75", f"--bind=127.0.0.1:{self.gateway_port}", factory),
                 ],
                 self.dev_env,
@@ -447,7 +449,7 @@ class Bench:
                 # --config: without one gunicorn would read the service's ./gunicorn.conf.py;
                 # an empty one leaves gunicorn's defaults.
                 [
-                    *("gunicorn", "--config", "/dev/null", "-w", "2"),
+                    *("gunicorn", "--config", "/dev/null", "-w", "2", "--no-control-socket"),
                     *("--bind", f"127.0.0.1:{port}", f"{module}:app"),
                 ],
                 env,
@@ -712,7 +714,8 @@ class Bench:
             "service": asdict(service_result),
             "floor": asdict(floor_result),
             "stack_floor": asdict(stack_result),
-            "floor_rows": self._count("bench_floor_orders"),
+            "floor_rows": self._floor_rows("floor"),
+            "stack_floor_rows": self._floor_rows("stack"),
             "floor_messages": self.redis.llen(self.floor_list),
             "stack_floor_messages": self.redis.llen(self.stack_floor_list),
         }
@@ -720,9 +723,10 @@ class Bench:
             self.profile_create()
         self._discard_backlog()
 
-    def _count(self, table: str) -> int:
+    def _floor_rows(self, prefix: str) -> int:
+        """Rows a floor wrote: its requests' idempotency keys start with its loads' prefix."""
         with data.connect(self.database_url) as connection:
-            return data.count_rows(connection, table)
+            return data.floor_rows(connection, prefix)
 
     def profile_create(self) -> None:
         """py-spy on the web workers during two more createOrder loads (not measurements):

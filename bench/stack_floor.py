@@ -96,8 +96,9 @@ def create_app() -> Flask:
             "FLOOR_DATABASE_URL", "postgresql:///orders_bench"
         ).replace("postgresql://", "postgresql+psycopg://", 1),
         # One statement, committed as it ends: no BEGIN, no COMMIT.
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 8, "isolation_level": "AUTOCOMMIT"},
+        SQLALCHEMY_ENGINE_OPTIONS={"isolation_level": "AUTOCOMMIT"},
     )
+    app.json.sort_keys = False  # as the service answers
     db.init_app(app)
 
     @app.get("/")
@@ -106,7 +107,7 @@ def create_app() -> Flask:
 
     @app.post("/graphql")
     def graphql() -> Any:
-        data = json.loads(request.get_data())
+        data = json.loads(request.get_data(cache=False))
         document, errors = prepared(data["query"])
         _, result = graphql_sync(
             schema,

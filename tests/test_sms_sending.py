@@ -442,7 +442,7 @@ def test_a_task_for_an_unknown_notification_is_skipped(gateway):
     assert gateway.requests == 0
 
 
-# -- batches: the relay's tasks carry up to ten ids --------------------------------------------
+# -- batches: the relay's tasks carry up to TASK_BATCH ids -----------------------------------------
 
 
 def run_batch(session, ids) -> dict[str, int]:
@@ -454,8 +454,8 @@ def run_batch(session, ids) -> dict[str, int]:
 def test_a_batch_sends_its_messages_side_by_side(session, gateway, sms_app, sms_settings):
     phones = [f"+2547110001{n:02d}" for n in range(outbox.TASK_BATCH)]
     notifications = [make_notification(session, phone=phone) for phone in phones]
-    # Each reply takes a second: ten sends one after another could never overlap, and ten
-    # side by side all start well within it, however busy the machine.
+    # Each reply takes a second: a batch's sends one after another could never overlap, and
+    # side by side they all start well within it, however busy the machine.
     gateway.latency = 1.0
     # A request an earlier test gave up on may still be held: let it end, then count afresh.
     deadline = time.monotonic() + GATEWAY_HANG + 1

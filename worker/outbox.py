@@ -38,7 +38,7 @@ GATHER_SECONDS = 0.05
 SEND_BATCH_TASK = "notifications.send_batch"
 # Ids per task. The worker sends a task's messages side by side, so a batch takes about as
 # long as one send, and Celery's own cost per task (receive, ack, events) and the batch's
-# database round trips are paid once for all of them. Twenty drained 5,000 SMS at 333 to 449
+# database round trips are paid once for all of them. Twenty drained 5,000 SMS at 367 to 449
 # SMS/s where ten did 275 to 280 (`python -m bench.run --only drain`, alternated); thirty did
 # 333 to 351, its 960 send threads a process taking turns on one core.
 TASK_BATCH = 20

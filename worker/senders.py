@@ -40,7 +40,7 @@ OPERATOR_CODES = {401, 402, 405}  # RiskHold, InvalidSenderId, InsufficientBalan
 PERMANENT_CODES = {403, 404, 406, 407, 409}  # bad number, blacklisted, unroutable, DND
 # Messages of a reply refusing the whole request (no recipients) that an operator must fix.
 OPERATOR_MESSAGES = {"InvalidSenderId", "InsufficientBalance", "RiskHold"}
-KEPT_CONNECTIONS = 512
+KEPT_CONNECTIONS = 1024  # above the 640 sends a worker of 32 pool threads has in flight
 
 
 @dataclass(frozen=True)
