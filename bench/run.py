@@ -430,12 +430,12 @@ class Bench:
         with data.connect(self.database_url) as connection:
             connection.execute(CREATE_TABLE)
         # Both floors write to the floor's table, each to a Redis list of its own.
-        self.floor = self._start_floor_app("floor", "bench.floor", self.floor_port, self.floor_list)
-        self.stack_floor = self._start_floor_app(
+        self._start_floor_app("floor", "bench.floor", self.floor_port, self.floor_list)
+        self._start_floor_app(
             "stack-floor", "bench.stack_floor", self.stack_floor_port, self.stack_floor_list
         )
 
-    def _start_floor_app(self, name: str, module: str, port: int, redis_list: str) -> Managed:
+    def _start_floor_app(self, name: str, module: str, port: int, redis_list: str) -> None:
         """A floor app under `gunicorn -w 2`: gunicorn's defaults otherwise (its sync worker)."""
         with step(f"{name} ({module.replace('.', '/')}.py under gunicorn -w 2)"):
             env = {
@@ -457,7 +457,6 @@ class Bench:
             )
             url = f"http://127.0.0.1:{port}/"
             wait_until(lambda: http_status(url) == 200, 30, name, process)
-            return process
 
     def _start_service(self, name: str, command: str) -> Managed:
         """A Procfile command of the service, in production mode."""

@@ -139,6 +139,14 @@ def test_an_access_line_is_json_whatever_the_path_holds():
     assert (line["level"], line["logger"]) == ("INFO", "gunicorn.access")
 
 
+def test_an_access_line_masks_phone_numbers_and_drops_tokens_in_the_path():
+    answered = SimpleNamespace(status_code=404, headers=[])
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/to/+254712345678/eyJhbGciOi.eyJzdWIi.c2ln"}
+    line = json.loads(access_line(answered, environ, timedelta(0)))
+
+    assert line["message"] == "GET /to/+254****678/[token] 404"
+
+
 def test_an_access_line_for_an_answer_gunicorn_made_itself_has_its_status():
     # gunicorn answers a malformed request itself: its response has a status line only.
     answered = SimpleNamespace(status="400 Bad Request", headers=[])

@@ -4,7 +4,6 @@ change what, and idempotent creation."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from decimal import Decimal
 
@@ -17,7 +16,7 @@ from models.actors import Actor
 from models.db import READS_ONLY, UnexpectedWrite, commit_each_statement, db
 from tests.clients import GraphQLClient
 from tests.factories import ADMIN_SUB, JANE_SUB, CustomerFactory, OrderFactory, row_counts
-from tests.sms_support import published_tasks
+from tests.sms_support import publications_of, wait_for
 
 ORDER_FIELDS = """
   id customerId item orderDetails quantity status createdBy currency totalPrice
@@ -557,10 +556,9 @@ def placing(seen: dict) -> list[bool]:
 
 def committed_counts(app) -> dict[str, int]:
     with app.app_context():
-        return {
-            table: db.session.scalar(text(f"SELECT count(*) FROM {table}"))  # noqa: S608
-            for table in ("orders", "order_events", "notifications", "idempotency_keys")
-        }
+        return row_counts(
+            db.session, ("orders", "order_events", "notifications", "idempotency_keys")
+        )
 
 
 def test_an_order_placed_alone_is_one_statement_without_begin_or_commit(app, signed_in, statements):
@@ -577,18 +575,8 @@ def test_an_order_placed_alone_is_one_statement_without_begin_or_commit(app, sig
     with app.app_context():
         notification_id = str(db.session.scalar(text("SELECT id FROM notifications")))
     queue = app.extensions["outbox_relay"].queue_name
-    assert queued(queue, notification_id)  # its SMS went to the queue after the commit
-
-
-def queued(queue: str, notification_id: str, seconds: float = 5) -> bool:
-    """Whether a task for the notification is in `queue` within `seconds`."""
-    deadline = time.monotonic() + seconds
-    while True:
-        if any(notification_id in task["args"][0] for task in published_tasks(queue)):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
+    # Its SMS went to the queue after the commit.
+    assert wait_for(lambda: publications_of(notification_id, queue))
 
 
 def test_the_replay_of_an_order_placed_alone_finds_it(app, signed_in, statements):
@@ -715,7 +703,7 @@ def test_the_sms_of_an_order_placed_alone_goes_out_even_if_the_request_rolls_bac
     assert committed_counts(app)["orders"] == 1
     assert result.order.id is not None
     queue = app.extensions["outbox_relay"].queue_name
-    assert queued(queue, notification_id)
+    assert wait_for(lambda: publications_of(notification_id, queue))
 
 
 def test_a_response_keeps_the_order_the_query_asked_for(jane):

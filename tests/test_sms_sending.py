@@ -454,14 +454,13 @@ def run_batch(session, ids) -> dict[str, int]:
 def test_a_batch_sends_its_messages_side_by_side(session, gateway, sms_app, sms_settings):
     phones = [f"+2547110001{n:02d}" for n in range(outbox.TASK_BATCH)]
     notifications = [make_notification(session, phone=phone) for phone in phones]
-    # Each reply takes a second: a batch's sends one after another could never overlap, and
-    # side by side they all start well within it, however busy the machine.
-    gateway.latency = 1.0
     # A request an earlier test gave up on may still be held: let it end, then count afresh.
     deadline = time.monotonic() + GATEWAY_HANG + 1
     while gateway.stats()["in_flight"] and time.monotonic() < deadline:
         time.sleep(0.05)
     gateway.reset()
+    # Each reply takes a second: a batch's sends one after another could never overlap, and
+    # side by side they all start well within it, however busy the machine.
     gateway.latency = 1.0
     sms_app.extensions["sms_sender"] = build_sender(replace(sms_settings, sms_timeout=5))
     try:

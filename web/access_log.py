@@ -4,7 +4,8 @@ gunicorn's own logger fills a table of every request header, response header and
 variable for each request, so that `access_log_format` may name any of them; under load that
 was about 5 % of a web worker's time, for the five fields this log carries. This one writes
 those five, escaped as JSON (a path holding a quote stays one valid line). The path is logged
-without its query string: the delivery callback carries its secret there.
+without its query string (the delivery callback carries its secret there), and masked as the
+app's own lines are (`web.logs.scrub`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
-from web.logs import REQUEST_ID_HEADER
+from web.logs import REQUEST_ID_HEADER, scrub
 
 _REQUEST_ID = REQUEST_ID_HEADER.lower()
 
@@ -43,7 +44,10 @@ def access_line(resp: Any, environ: dict, request_time: timedelta) -> str:
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "level": "INFO",
             "logger": "gunicorn.access",
-            "message": f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')} {status}",
+            # Masked as every log line is: a path may hold a phone number or a token.
+            "message": scrub(
+                f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')} {status}"
+            ),
             "status": status,
             "duration_ms": round(request_time.total_seconds() * 1000, 1),
             "request_id": request_id,
