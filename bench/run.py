@@ -15,7 +15,9 @@ wrk (or bench/load.py) in a separate process. Then, side by side:
   b. confirmOrder p99 with the gateway answering in 0 ms and in 200 ms;
   c. myOrders(first: 20) p50 for a customer with 10,000 orders and one with 1,000,000;
   d. SMS drain (QUEUED notifications, gateway at 100 ms) vs a Celery no-op drain;
-  e. peak resident memory of a web worker and of the Celery worker.
+  e. peak resident memory of a web worker and of the Celery worker;
+  f. the hostile documents of bench/documents.py, sent without a token (first, while the
+     machine is otherwise idle): the median answer of the slowest.
 
 It prints a table, writes bench/results.json and stops everything it started, on Ctrl-C too.
 Exit status: 0 when every target is met (or, with --smoke, whenever the harness worked), 1 when
@@ -48,7 +50,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import redis
 
-from bench import data
+from bench import data, documents
 from bench.load import PLACEHOLDER, LoadResult, LoadSpec, available_generator, run_load
 from bench.procs import (
     BenchError,
@@ -85,7 +87,7 @@ MY_ORDERS = (
 )
 ME = "query Me { me { id phone } }"
 SUCCESS = '"success":true'
-PHASES = ("create", "confirm", "my-orders", "drain")
+PHASES = ("documents", "create", "confirm", "my-orders", "drain")
 
 
 def check_alive(processes: list[Managed]) -> None:
@@ -855,6 +857,28 @@ class Bench:
             self.quiesce()
         self.measurements["confirm"] = results
 
+    def phase_documents(self) -> None:
+        """(f) The hostile documents of bench/documents.py, sent without a token one at a time
+        while nothing else runs: how long the worst takes to be answered."""
+        sends = 3 if self.settings.smoke else 15
+        headers = {"Content-Type": "application/json"}
+
+        def post(body: str) -> tuple[int, float]:
+            started = time.perf_counter()
+            status, _ = self._post(self.web_port, "/graphql", body, headers)
+            return status, time.perf_counter() - started
+
+        with step(f"(f) {len(documents.HOSTILE)} hostile documents, {sends} times each"):
+            results = documents.time_hostile(post, sends)
+        broken = {
+            name: found["statuses"]
+            for name, found in results["documents"].items()
+            if any(status >= 500 for status in found["statuses"])
+        }
+        if broken:
+            self.problems.append(f"hostile documents answered 5xx: {broken}")
+        self.measurements["documents"] = results
+
     def phase_my_orders(self) -> None:
         """(c) myOrders(first: 20) p50 for a customer with few orders and one with very many."""
         sizes = {"small": self.settings.small_orders, "large": self.settings.large_orders}
@@ -1083,6 +1107,8 @@ class Bench:
         """Every phase chosen (all by default), then the memory of what ran."""
         only = self.settings.only
         self.start()
+        if "documents" in only:
+            self.phase_documents()
         if "create" in only:
             self.phase_create()
         self._start_workers()
@@ -1160,6 +1186,16 @@ def rows_for(measurements: dict[str, Any], settings: Settings) -> list[Row]:
         Row("Celery no-op drain", noop, "tasks/s"),
         check("SMS drain/no-op drain", ratio(sms, noop), "x", ">=", 0.7),
     ]
+    hostile = measurements.get("documents", {})
+    rows += [
+        check(
+            f"hostile document, slowest median ({hostile.get('worst', '-')})",
+            hostile.get("worst_median_ms"),
+            "ms",
+            "<=",
+            50,
+        )
+    ]
     memory = measurements.get("memory", {})
     rows += [
         check("web worker peak RSS", memory.get("web_worker_peak_mb"), "MB", "<", 150),
@@ -1178,6 +1214,7 @@ def _phase(metric: str) -> str:
         ("myOrders", "my-orders"),
         ("SMS", "drain"),
         ("Celery no-op", "drain"),
+        ("hostile document", "documents"),
     ):
         if metric.startswith(prefix):
             return phase

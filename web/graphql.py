@@ -12,36 +12,38 @@ from typing import Any
 
 from ariadne import graphql_sync, load_schema_from_path, make_executable_schema
 from ariadne.explorer import ExplorerGraphiQL
-from ariadne.validation import cost_validator
 from ariadne.validation.introspection_disabled import IntrospectionDisabledRule
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from graphql import (
     DocumentNode,
-    FieldNode,
-    FragmentDefinitionNode,
-    FragmentSpreadNode,
     GraphQLError,
     GraphQLSchema,
-    InlineFragmentNode,
     OperationDefinitionNode,
-    SelectionSetNode,
-    Visitor,
+    get_operation_ast,
     parse,
-    value_from_ast_untyped,
-    visit,
 )
-from graphql.validation import ASTValidationRule, ValidationContext, specified_rules, validate
+from graphql.validation import specified_rules, validate
 from sqlalchemy.exc import SQLAlchemyError
 
 from models.db import db
 from web import sentry
 from web.config import Settings
+from web.document_limits import Measurements, bracket_nesting, cost, measure, merged_pairs
 from web.logs import operation_var, request_id_var
 from web.resolvers import bindables
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.graphql"
 DID_YOU_MEAN = re.compile(r"\s*Did you mean .*\?$")
-MAX_KEYED_STRING = 64
+# Validation stops after this many errors: each costs time, and a client fixes the first few.
+MAX_ERRORS = 20
+# A request runs one operation, but validation walks each operation of its document again for
+# its variables: a document of many small operations costs several times its size.
+MAX_OPERATIONS = 16
+# Validation walks each fragment again for its variables too.
+MAX_FRAGMENTS = 32
+# Selections of one response field at one path (e.g. `id` from several fragments) are compared
+# two by two, each comparison printing their arguments: at most this many pairs in all.
+MAX_MERGED_PAIRS = 500
 JSON_TYPES = ("application/json", "application/graphql-response+json")
 
 log = logging.getLogger(__name__)
@@ -52,23 +54,6 @@ quiet.propagate = False
 quiet.setLevel(logging.CRITICAL + 1)
 blueprint = Blueprint("graphql", __name__)
 
-# Costs: each field 1, list fields times their page size, so nested lists multiply.
-LISTS = {"multipliers": ["first"], "complexity": 1}
-COST_MAP = {
-    "Query": {
-        name: LISTS
-        for name in (
-            "allCustomers",
-            "customers",
-            "allOrders",
-            "myOrders",
-            "ordersByCustomer",
-            "orders",
-        )
-    },
-    "Customer": {"orders": LISTS},
-}
-
 
 def build_schema() -> GraphQLSchema:
     """The executable schema; fails at start-up if resolvers and `schema.graphql` drift."""
@@ -77,63 +62,13 @@ def build_schema() -> GraphQLSchema:
     )
 
 
-def depth_limit(max_depth: int) -> type[ASTValidationRule]:
-    """A validation rule refusing operations nested deeper than `max_depth` fields."""
-
-    class DepthLimit(ASTValidationRule):
-        def __init__(self, context: ValidationContext) -> None:
-            super().__init__(context)
-            self.fragments = {
-                definition.name.value: definition
-                for definition in context.document.definitions
-                if isinstance(definition, FragmentDefinitionNode)
-            }
-
-        def depth(self, selection_set: SelectionSetNode | None, seen: frozenset[str]) -> int:
-            deepest = 0
-            for selection in selection_set.selections if selection_set else ():
-                if isinstance(selection, FieldNode):
-                    if selection.name.value.startswith("__"):
-                        continue  # introspection has its own switch
-                    deepest = max(deepest, 1 + self.depth(selection.selection_set, seen))
-                elif isinstance(selection, InlineFragmentNode):
-                    deepest = max(deepest, self.depth(selection.selection_set, seen))
-                elif isinstance(selection, FragmentSpreadNode):
-                    name = selection.name.value
-                    fragment = self.fragments.get(name)
-                    if fragment is not None and name not in seen:
-                        deepest = max(deepest, self.depth(fragment.selection_set, seen | {name}))
-            return deepest
-
-        def enter_operation_definition(self, node: OperationDefinitionNode, *_args: Any) -> None:
-            if (found := self.depth(node.selection_set, frozenset())) > max_depth:
-                self.report_error(
-                    GraphQLError(
-                        f"The operation is nested {found} levels deep; the limit is {max_depth}.",
-                        node,
-                        extensions={"code": "QUERY_TOO_DEEP"},
-                    )
-                )
-
-    return DepthLimit
-
-
-class FieldCounter(Visitor):
-    """Counts the field selections in a document."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def enter_field(self, *_args: Any) -> None:
-        self.count += 1
-
-
 @dataclass(frozen=True)
 class PreparedDocument:
-    """A parsed document and what the rules that ignore variables found wrong with it."""
+    """A parsed document, its measurements, and what the rules that ignore variables found
+    wrong with it."""
 
-    document: DocumentNode
+    document: DocumentNode | None
+    measurements: Measurements | None
     errors: tuple[GraphQLError, ...]
 
 
@@ -143,39 +78,79 @@ class GraphQLService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.schema = build_schema()
-        self.depth_rule = depth_limit(settings.graphql_max_depth)
         self.explorer = ExplorerGraphiQL(title="Order service")
+        self.static_rules = (*specified_rules,)
+        if settings.is_production:
+            self.static_rules += (IntrospectionDisabledRule,)
+        # Brackets nest once per field level and a few more inside argument values.
+        self.max_nesting = 2 * settings.graphql_max_depth + 8
         # Each distinct document is parsed and checked against the static rules once; clients
         # send the same few documents. Only the cost, which depends on variables, is per request.
+        # A refused document is kept too: asking again costs nothing.
         self.prepare = lru_cache(maxsize=512)(self._prepare)
-        self._cost_errors_by_shape = lru_cache(maxsize=1024)(self._cost_errors_for_shape)
-
-    def parse(self, query: str) -> DocumentNode:
-        return self.prepare(query).document
 
     def _prepare(self, query: str) -> PreparedDocument:
-        document = parse(query, no_location=False, max_tokens=self.settings.graphql_max_tokens)
-        # Validation compares fields pairwise; bounding their number bounds its cost.
-        fields = FieldCounter()
-        visit(document, fields)
-        if fields.count > self.settings.graphql_max_fields:
+        """Parse and check a document; a document refused before validation comes back with
+        no `document`, and the reason as its one error."""
+        try:
+            return self._check(query)
+        except GraphQLError as error:
+            return PreparedDocument(None, None, (error,))
+
+    def _check(self, query: str) -> PreparedDocument:
+        """The checks, the cheap limits first: none takes more than time linear in the
+        document (see `web.document_limits`)."""
+        limits = self.settings
+        try:
+            document = parse(query, no_location=False, max_tokens=limits.graphql_max_tokens)
+        except RecursionError:  # the parser recurses once per bracket
+            raise too_deep(self.max_nesting) from None
+        if bracket_nesting(document) > self.max_nesting:
+            raise too_deep(self.max_nesting)
+        measurements = measure(document)
+        for what, count, limit in (
+            ("operations", len(measurements.operations), MAX_OPERATIONS),
+            ("fragments", len(measurements.fragments), MAX_FRAGMENTS),
+        ):
+            if count > limit:
+                raise GraphQLError(
+                    f"The document holds {count} {what}; the limit is {limit}.",
+                    extensions={"code": "QUERY_TOO_LARGE"},
+                )
+        if measurements.fields > limits.graphql_max_fields:
             raise GraphQLError(
-                f"The document selects {fields.count} fields; the limit is "
-                f"{self.settings.graphql_max_fields}.",
+                f"The document selects {measurements.fields} fields once its fragments are "
+                f"expanded; the limit is {limits.graphql_max_fields}.",
                 extensions={"code": "QUERY_TOO_LARGE"},
             )
-        static_rules = (*specified_rules, self.depth_rule)
-        if self.settings.is_production:
-            static_rules += (IntrospectionDisabledRule,)
-        return PreparedDocument(document, tuple(validate(self.schema, document, static_rules)))
+        if not measurements.cycle and (pairs := merged_pairs(measurements)) > MAX_MERGED_PAIRS:
+            raise GraphQLError(
+                f"The document selects fields of one response name at one path so often that "
+                f"validation would compare {pairs} pairs of them; the limit is "
+                f"{MAX_MERGED_PAIRS} (select each field once where you can).",
+                extensions={"code": "QUERY_TOO_LARGE"},
+            )
+        deep = tuple(
+            GraphQLError(
+                f"The operation is nested {size.depth} levels deep; the limit is "
+                f"{limits.graphql_max_depth}.",
+                operation,
+                extensions={"code": "QUERY_TOO_DEEP"},
+            )
+            for operation, size in measurements.operations
+            if size.depth > limits.graphql_max_depth
+        )
+        if deep:
+            return PreparedDocument(document, measurements, deep)
+        errors = validate(self.schema, document, self.static_rules, max_errors=MAX_ERRORS)
+        return PreparedDocument(document, measurements, tuple(errors))
 
     def operation_name(self, data: dict[str, Any]) -> str | None:
         """The operation a request names, or its document's only named operation."""
         if isinstance(data.get("operationName"), str):
             return data["operationName"][:100]
-        try:
-            document = self.parse(data["query"])
-        except GraphQLError:
+        document = self.prepare(data["query"]).document
+        if document is None:
             return None
         names = [
             definition.name.value if definition.name else None
@@ -184,47 +159,30 @@ class GraphQLService:
         ]
         return names[0] if len(names) == 1 else None
 
-    def cost_rule(
-        self, document: DocumentNode, variables: dict[str, Any]
-    ) -> type[ASTValidationRule]:
-        """The cost limit for this document with these variables."""
-        variables = dict(variables)
-        # An omitted variable costs what its default says it is.
-        for definition in document.definitions:
-            if isinstance(definition, OperationDefinitionNode):
-                for variable in definition.variable_definitions or ():
-                    name = variable.variable.name.value
-                    if name not in variables and variable.default_value is not None:
-                        variables[name] = value_from_ast_untyped(variable.default_value)
-        return cost_validator(
-            maximum_cost=self.settings.graphql_max_cost,
-            default_cost=1,
-            variables=variables,
-            cost_map=COST_MAP,
-        )
-
-    def cost_errors(self, query: str, data: dict[str, Any]) -> tuple[GraphQLError, ...]:
-        """What the cost limit finds wrong with this request; the same answer for requests
-        that differ only in what the check cannot see (see `cost_shape`)."""
+    def cost_errors(
+        self, prepared: PreparedDocument, data: dict[str, Any]
+    ) -> tuple[GraphQLError, ...]:
+        """The cost limit's verdict on the operation this request runs, with its variables."""
+        name = data.get("operationName")
+        operation = get_operation_ast(prepared.document, name if isinstance(name, str) else None)
+        if operation is None:
+            return ()  # no operation to run: execution says so
         given = data.get("variables")
         variables = given if isinstance(given, dict) else {}
-        shape = cost_shape(variables)
-        if shape is None:
-            return self._cost_errors(query, variables)
-        return self._cost_errors_by_shape(query, shape)
-
-    def _cost_errors(self, query: str, variables: dict[str, Any]) -> tuple[GraphQLError, ...]:
-        document = self.prepare(query).document
-        rule = self.cost_rule(document, variables)
-        return tuple(validate(self.schema, document, (rule,)))
-
-    def _cost_errors_for_shape(
-        self, query: str, shape: tuple[tuple[str, Any], ...]
-    ) -> tuple[GraphQLError, ...]:
-        variables = {
-            name: value[0]() if isinstance(value, tuple) else value for name, value in shape
-        }
-        return self._cost_errors(query, variables)
+        found = cost(self.schema, prepared.measurements, operation, variables)
+        maximum = self.settings.graphql_max_cost
+        if found <= maximum:
+            return ()
+        return (
+            GraphQLError(
+                f"The query exceeds the maximum cost of {maximum}. Actual cost is {found}",
+                operation,
+                extensions={
+                    "code": "QUERY_TOO_COSTLY",
+                    "cost": {"requestedQueryCost": found, "maximumAvailable": maximum},
+                },
+            ),
+        )
 
     def format_error(self, error: GraphQLError, debug: bool = False) -> dict[str, Any]:
         """Shape an error; unexpected exceptions are logged and hidden in production."""
@@ -249,15 +207,14 @@ class GraphQLService:
         return formatted
 
     def execute(self, data: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-        try:
-            prepared = self.prepare(data["query"])
-        except GraphQLError as error:
-            return {"errors": [self.format_error(error)]}
+        prepared = self.prepare(data["query"])
+        if prepared.document is None:
+            return {"errors": [self.format_error(error) for error in prepared.errors]}
 
         def validator(_schema: GraphQLSchema, _document: DocumentNode, **_: Any) -> list:
             if prepared.errors:
                 return list(prepared.errors)
-            return list(self.cost_errors(data["query"], data))
+            return list(self.cost_errors(prepared, data))
 
         _, result = graphql_sync(
             self.schema,
@@ -273,23 +230,11 @@ class GraphQLService:
         return result
 
 
-def cost_shape(variables: dict[str, Any]) -> tuple[tuple[str, Any], ...] | None:
-    """The variables as the cost check sees them, or None if they are too large to key on.
-
-    The check (ariadne's) reads a variable's value only as a page size (`first`): a number or
-    a numeric string, while an object or a list counts as no page size whatever it holds.
-    Everywhere else it asks only whether a variable is given and whether it is null. So an
-    object or a list is keyed by its type alone (`(dict,)`, `(list,)`: JSON has no tuples) and
-    checked as an empty one, which answers those questions the same way.
-    """
-    shape = []
-    for name, value in variables.items():
-        if isinstance(value, dict | list):
-            value = (type(value),)
-        elif isinstance(value, str) and len(value) > MAX_KEYED_STRING:
-            return None
-        shape.append((name, value))
-    return tuple(sorted(shape, key=lambda item: item[0]))
+def too_deep(limit: int) -> GraphQLError:
+    return GraphQLError(
+        f"The document nests brackets more than {limit} deep.",
+        extensions={"code": "QUERY_TOO_DEEP"},
+    )
 
 
 def error_response(status: int, message: str, code: str) -> Response:
