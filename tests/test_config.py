@@ -3,6 +3,9 @@ refusing to start on a missing or malformed value, naming the variable."""
 
 from __future__ import annotations
 
+import re
+import sys
+
 import pytest
 
 from web.config import DEV_SECRET_KEY, ConfigError, Settings
@@ -46,9 +49,55 @@ def test_an_empty_environment_gives_working_development_defaults():
     assert settings.max_body_bytes == 64 * 1024
 
 
-@pytest.mark.parametrize("value", ["development", "staging", "test", "Production", ""])
-def test_anything_but_production_is_development(value):
-    assert Settings.from_env({"APP_ENV": value}).is_production is False
+@pytest.mark.parametrize("value", ["development", "Development", " dev ", "DEV\n", "", "  "])
+def test_development_and_unset_are_development(value):
+    assert Settings.from_env({"APP_ENV": value}).env == "development"
+
+
+@pytest.mark.parametrize(
+    "value", ["production", "Production", " production", "PRODUCTION\n", "prod", " Prod "]
+)
+def test_production_is_read_trimmed_and_in_any_case(value):
+    assert Settings.from_env(without(APP_ENV=value)).is_production is True
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        Settings.from_env({"APP_ENV": value})
+
+
+@pytest.mark.parametrize(
+    "value", ["staging", "test", "prodution", "production2", "1", "true", "live", "pro duction"]
+)
+@pytest.mark.parametrize("variable", ["APP_ENV", "FLASK_ENV"])
+def test_an_unknown_mode_is_refused_in_every_mode(variable, value):
+    message = f"{variable}={value!r} is not a known mode: set it to production or development"
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        Settings.from_env({variable: value})
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env(without(**{variable: value}))
+
+
+def test_production_wins_when_app_env_and_flask_env_disagree():
+    environment = without(APP_ENV="development", FLASK_ENV="production")
+
+    assert Settings.from_env(environment).is_production is True
+
+
+def test_a_config_error_that_ends_a_process_is_printed_without_a_traceback(capsys):
+    error = ConfigError("APP_ENV='staging' is not a known mode")
+
+    sys.excepthook(ConfigError, error, error.__traceback__)
+
+    assert capsys.readouterr().err == "configuration error: APP_ENV='staging' is not a known mode\n"
+
+
+def test_other_errors_keep_their_traceback(capsys):
+    try:
+        raise ValueError("boom")
+    except ValueError as error:
+        sys.excepthook(ValueError, error, error.__traceback__)
+
+    printed = capsys.readouterr().err
+    assert "Traceback" in printed
+    assert "ValueError: boom" in printed
 
 
 @pytest.mark.parametrize(
@@ -101,6 +150,16 @@ def test_a_dotenv_file_is_read_in_development(tmp_path, monkeypatch):
 
     assert settings.company_name == "Duka Bora"
     assert settings.graphql_max_depth == 8  # the real environment wins over .env
+
+
+def test_an_unknown_mode_in_a_dotenv_file_is_refused(tmp_path, monkeypatch):
+    for name in ("APP_ENV", "FLASK_ENV"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("APP_ENV=prodution\n")
+
+    with pytest.raises(ConfigError, match=r"^APP_ENV='prodution' is not a known mode"):
+        Settings.from_env()
 
 
 def test_a_dotenv_file_is_ignored_in_production(tmp_path, monkeypatch):

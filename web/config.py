@@ -7,6 +7,7 @@ Every other module takes its settings from the `Settings` object built here (thr
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -15,6 +16,15 @@ from dotenv import dotenv_values
 
 PRODUCTION = "production"
 DEVELOPMENT = "development"
+# What APP_ENV and FLASK_ENV may say, read trimmed and in any case. Anything else stops the
+# process: a typo must never quietly run production in development mode.
+MODES = {
+    "production": PRODUCTION,
+    "prod": PRODUCTION,
+    "development": DEVELOPMENT,
+    "dev": DEVELOPMENT,
+}
+MODE_VARIABLES = ("APP_ENV", "FLASK_ENV")
 DEV_SECRET_KEY = "dev-insecure-secret-key"  # noqa: S105 - refused in production below
 
 
@@ -38,6 +48,40 @@ PLACEHOLDERS = ("change-me", "changeme", "replace_me", "replace-me", "set-me")
 
 class ConfigError(RuntimeError):
     """A missing or malformed setting; the message names the variable."""
+
+
+def _report_config_error(kind: type[BaseException], error: BaseException, trace: Any) -> None:
+    # A process that stops on a setting (flask, celery) prints the message alone: it names the
+    # variable, and a page of traceback above it would only hide it. gunicorn prints its own
+    # one-line "Error:" for a RuntimeError such as this.
+    if isinstance(error, ConfigError):
+        print(f"configuration error: {error}", file=sys.stderr)
+    else:
+        _previous_excepthook(kind, error, trace)
+
+
+_previous_excepthook = sys.excepthook
+sys.excepthook = _report_config_error
+
+
+def mode_of(environ: Mapping[str, str]) -> str | None:
+    """The mode APP_ENV and FLASK_ENV select (production if either says so), None when both
+    are unset or empty; an unknown value raises `ConfigError` naming its variable."""
+    modes = set()
+    for name in MODE_VARIABLES:
+        raw = environ.get(name) or ""
+        if not raw.strip():
+            continue
+        mode = MODES.get(raw.strip().lower())
+        if mode is None:
+            raise ConfigError(
+                f"{name}={raw!r} is not a known mode: set it to production or development"
+                " (unset means development)"
+            )
+        modes.add(mode)
+    if not modes:
+        return None
+    return PRODUCTION if PRODUCTION in modes else DEVELOPMENT
 
 
 def _database_url(value: str) -> str:
@@ -127,12 +171,13 @@ class Settings:
         """Read settings from `environ` (default: the process environment plus `.env` outside
         production). In production a missing or malformed value raises `ConfigError`."""
         source = dict(os.environ if environ is None else environ)
-        production = PRODUCTION in {source.get("APP_ENV"), source.get("FLASK_ENV")}
-        if environ is None and not production and os.path.exists(".env"):
+        mode = mode_of(source)
+        if environ is None and mode != PRODUCTION and os.path.exists(".env"):
             source = {**{k: v for k, v in dotenv_values(".env").items() if v is not None}, **source}
-            production = PRODUCTION in {source.get("APP_ENV"), source.get("FLASK_ENV")}
+            mode = mode_of(source)
+        production = mode == PRODUCTION
 
-        values: dict[str, Any] = {"env": PRODUCTION if production else DEVELOPMENT}
+        values: dict[str, Any] = {"env": mode or DEVELOPMENT}
         for name, attribute, parse in _VARIABLES:
             raw = source.get(name)
             if raw is None or raw == "":
