@@ -91,6 +91,15 @@ class Refusal:
     output: str
 
 
+def assert_refused_readably(refused: Refusal, *expected: str) -> None:
+    """The process stopped with a non-zero status, said each of `expected`, and printed no
+    traceback."""
+    assert refused.status != 0, refused.output
+    for text in expected:
+        assert text in refused.output
+    assert "Traceback" not in refused.output
+
+
 def refusal(process: str, env: dict[str, str]) -> Refusal:
     """Run the Procfile's `process` (web, worker, beat, flower, release) with `env` until it
     exits; one still running after the patience is killed and fails the test."""

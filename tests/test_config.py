@@ -12,7 +12,7 @@ from web.config import DEV_SECRET_KEY, ConfigError, Settings
 
 PRODUCTION = {
     "APP_ENV": "production",
-    "SECRET_KEY": "k" * 40,
+    "SECRET_KEY": "fcb128b0e5a5ef2aa40903ad14fa3d498879bebe45e9e787",
     "DATABASE_URL": "postgres://orders:pw@db.internal:5432/orders",
     "REDIS_URL": "redis://cache.internal:6379/0",
     "OIDC_ISSUER": "https://auth.example.com/realms/donfiles",
@@ -20,7 +20,7 @@ PRODUCTION = {
     "OIDC_CLIENT_SECRET": "oidc-9c1e4b7a",
     "AT_USERNAME": "donfiles",
     "AT_API_KEY": "at-api-key",
-    "AT_CALLBACK_SECRET": "cb-7f3a9d2e",
+    "AT_CALLBACK_SECRET": "HrkagbDgNfynQSdyTjiJVYryxrT2F5Ec",
     "FLOWER_BASIC_AUTH": "ops:s3cure-Flower-pw",
 }
 REQUIRED = [name for name in PRODUCTION if name not in ("APP_ENV", "OIDC_CLIENT_ID", "AT_USERNAME")]
@@ -181,7 +181,7 @@ def test_a_complete_production_environment_is_accepted():
 
     assert settings.is_production is True
     assert settings.database_url == "postgresql+psycopg://orders:pw@db.internal:5432/orders"
-    assert settings.secret_key == "k" * 40
+    assert settings.secret_key == PRODUCTION["SECRET_KEY"]
 
 
 def test_flask_env_production_implies_production():
@@ -258,5 +258,5 @@ def test_a_malformed_value_is_refused_in_development_too():
     ],
 )
 def test_production_refuses_placeholder_secrets(name, value):
-    with pytest.raises(ConfigError, match=f"placeholder value.*{name}"):
+    with pytest.raises(ConfigError, match=f"{name} .*is a template placeholder"):
         Settings.from_env(without(**{name: value}))
