@@ -119,6 +119,19 @@ def test_the_audience_defaults_to_the_client_id():
     assert explicit.audience == "orders"
 
 
+def test_authorized_parties_are_the_client_and_the_listed_ones():
+    assert Settings.from_env({"OIDC_CLIENT_ID": "shop_api"}).authorized_parties == {"shop_api"}
+    listed = Settings.from_env({"OIDC_AUTHORIZED_PARTIES": " shop_spa, mobile "})
+    assert listed.oidc_authorized_parties == ("shop_spa", "mobile")
+    assert listed.authorized_parties == {"customer_api", "shop_spa", "mobile"}
+
+
+@pytest.mark.parametrize("value", ["shop_spa,", ",shop_spa", "a,,b", " , "])
+def test_an_empty_authorized_party_is_malformed(value):
+    with pytest.raises(ConfigError, match=r"^OIDC_AUTHORIZED_PARTIES is malformed"):
+        Settings.from_env({"OIDC_AUTHORIZED_PARTIES": value})
+
+
 def test_typed_values_are_parsed():
     settings = Settings.from_env(
         {

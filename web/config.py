@@ -188,6 +188,13 @@ def _sms_timeout(value: str) -> float:
     return seconds
 
 
+def _names(value: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in value.split(","))
+    if not all(names):
+        raise ValueError("expected comma-separated names, none of them empty")
+    return names
+
+
 def _positive_int(value: str) -> int:
     number = int(value)
     if number <= 0:
@@ -208,6 +215,7 @@ class Settings:
     oidc_client_secret: str | None = None
     oidc_audience: str | None = None
     oidc_jwks_url: str | None = None
+    oidc_authorized_parties: tuple[str, ...] = ()
     admin_role: str = "admin"
     at_username: str = "sandbox"
     at_api_key: str | None = None
@@ -240,6 +248,12 @@ class Settings:
     @property
     def audience(self) -> str:
         return self.oidc_audience or self.oidc_client_id
+
+    @property
+    def authorized_parties(self) -> frozenset[str]:
+        """The clients whose tokens this API accepts (a token's `azp`): its own, and those
+        OIDC_AUTHORIZED_PARTIES names."""
+        return frozenset({self.oidc_client_id, *self.oidc_authorized_parties})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -306,6 +320,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("OIDC_CLIENT_SECRET", "oidc_client_secret", str),
     ("OIDC_AUDIENCE", "oidc_audience", str),
     ("OIDC_JWKS_URL", "oidc_jwks_url", _http_url),
+    ("OIDC_AUTHORIZED_PARTIES", "oidc_authorized_parties", _names),
     ("OIDC_ADMIN_ROLE", "admin_role", str),
     ("AT_USERNAME", "at_username", str),
     ("AT_API_KEY", "at_api_key", str),
