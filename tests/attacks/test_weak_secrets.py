@@ -69,6 +69,11 @@ WEAK = {
         "FLOWER_BASIC_AUTH pair 2 is not user:password",
     ),
     "flower-empty-user": ("FLOWER_BASIC_AUTH", f":{STRONG}", "FLOWER_BASIC_AUTH has an empty user"),
+    "flower-placeholder": (
+        "FLOWER_BASIC_AUTH",
+        "REPLACE_ME",
+        "FLOWER_BASIC_AUTH is a template placeholder",
+    ),
     "flower-no-colon": ("FLOWER_BASIC_AUTH", STRONG, "FLOWER_BASIC_AUTH is not user:password"),
     "flower-admin-admin": (
         "FLOWER_BASIC_AUTH",
