@@ -119,6 +119,8 @@ HOSTILE: dict[str, Callable[[DevIdentityProvider, rsa.RSAPrivateKey], str]] = {
     "aud-only-account-list": lambda idp, _: idp.sign(_claims(idp, aud=["account"])),
     "typ-refresh": lambda idp, _: idp.sign(_claims(idp, typ="Refresh")),
     "typ-id": lambda idp, _: idp.sign(_claims(idp, typ="ID")),
+    "no-typ-claim": lambda idp, _: idp.sign(_claims(idp, typ=None)),
+    "azp-another-client": lambda idp, _: idp.sign(_claims(idp, azp="account-console")),
     "real-refresh-token": lambda idp, _: idp.issue_tokens("jane", "openid")["refresh_token"],
     "real-id-token": lambda idp, _: idp.issue_tokens("jane", "openid")["id_token"],
     "jwe-five-segments": lambda idp, _: ".".join(
@@ -173,8 +175,8 @@ def test_token_not_yet_valid_within_the_leeway_is_accepted(verifying_app, idp, s
 
 @pytest.mark.parametrize(
     "overrides",
-    [{"typ": None}, {"aud": "customer_api"}, {"aud": ["account", "customer_api"]}],
-    ids=["no-typ-claim", "aud-a-string", "aud-among-others"],
+    [{"aud": "customer_api"}, {"aud": ["account", "customer_api"]}, {"azp": None}],
+    ids=["aud-a-string", "aud-among-others", "no-azp-claim"],
 )
 def test_acceptable_variations_are_accepted(verifying_app, idp, session, overrides):
     assert_accepted(post(verifying_app, idp.sign(_claims(idp, **overrides))))

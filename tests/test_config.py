@@ -3,13 +3,16 @@ refusing to start on a missing or malformed value, naming the variable."""
 
 from __future__ import annotations
 
+import re
+import sys
+
 import pytest
 
 from web.config import DEV_SECRET_KEY, ConfigError, Settings
 
 PRODUCTION = {
     "APP_ENV": "production",
-    "SECRET_KEY": "k" * 40,
+    "SECRET_KEY": "fcb128b0e5a5ef2aa40903ad14fa3d498879bebe45e9e787",
     "DATABASE_URL": "postgres://orders:pw@db.internal:5432/orders",
     "REDIS_URL": "redis://cache.internal:6379/0",
     "OIDC_ISSUER": "https://auth.example.com/realms/donfiles",
@@ -17,7 +20,7 @@ PRODUCTION = {
     "OIDC_CLIENT_SECRET": "oidc-9c1e4b7a",
     "AT_USERNAME": "donfiles",
     "AT_API_KEY": "at-api-key",
-    "AT_CALLBACK_SECRET": "cb-7f3a9d2e",
+    "AT_CALLBACK_SECRET": "HrkagbDgNfynQSdyTjiJVYryxrT2F5Ec",
     "FLOWER_BASIC_AUTH": "ops:s3cure-Flower-pw",
 }
 REQUIRED = [name for name in PRODUCTION if name not in ("APP_ENV", "OIDC_CLIENT_ID", "AT_USERNAME")]
@@ -46,9 +49,55 @@ def test_an_empty_environment_gives_working_development_defaults():
     assert settings.max_body_bytes == 64 * 1024
 
 
-@pytest.mark.parametrize("value", ["development", "staging", "test", "Production", ""])
-def test_anything_but_production_is_development(value):
-    assert Settings.from_env({"APP_ENV": value}).is_production is False
+@pytest.mark.parametrize("value", ["development", "Development", " dev ", "DEV\n", "", "  "])
+def test_development_and_unset_are_development(value):
+    assert Settings.from_env({"APP_ENV": value}).env == "development"
+
+
+@pytest.mark.parametrize(
+    "value", ["production", "Production", " production", "PRODUCTION\n", "prod", " Prod "]
+)
+def test_production_is_read_trimmed_and_in_any_case(value):
+    assert Settings.from_env(without(APP_ENV=value)).is_production is True
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        Settings.from_env({"APP_ENV": value})
+
+
+@pytest.mark.parametrize(
+    "value", ["staging", "test", "prodution", "production2", "1", "true", "live", "pro duction"]
+)
+@pytest.mark.parametrize("variable", ["APP_ENV", "FLASK_ENV"])
+def test_an_unknown_mode_is_refused_in_every_mode(variable, value):
+    message = f"{variable}={value!r} is not a known mode: set it to production or development"
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        Settings.from_env({variable: value})
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env(without(**{variable: value}))
+
+
+def test_production_wins_when_app_env_and_flask_env_disagree():
+    environment = without(APP_ENV="development", FLASK_ENV="production")
+
+    assert Settings.from_env(environment).is_production is True
+
+
+def test_a_config_error_that_ends_a_process_is_printed_without_a_traceback(capsys):
+    error = ConfigError("APP_ENV='staging' is not a known mode")
+
+    sys.excepthook(ConfigError, error, error.__traceback__)
+
+    assert capsys.readouterr().err == "configuration error: APP_ENV='staging' is not a known mode\n"
+
+
+def test_other_errors_keep_their_traceback(capsys):
+    try:
+        raise ValueError("boom")
+    except ValueError as error:
+        sys.excepthook(ValueError, error, error.__traceback__)
+
+    printed = capsys.readouterr().err
+    assert "Traceback" in printed
+    assert "ValueError: boom" in printed
 
 
 @pytest.mark.parametrize(
@@ -68,6 +117,19 @@ def test_the_audience_defaults_to_the_client_id():
     assert Settings.from_env({"OIDC_CLIENT_ID": "shop_app"}).audience == "shop_app"
     explicit = Settings.from_env({"OIDC_CLIENT_ID": "shop_app", "OIDC_AUDIENCE": "orders"})
     assert explicit.audience == "orders"
+
+
+def test_authorized_parties_are_the_client_and_the_listed_ones():
+    assert Settings.from_env({"OIDC_CLIENT_ID": "shop_api"}).authorized_parties == {"shop_api"}
+    listed = Settings.from_env({"OIDC_AUTHORIZED_PARTIES": " shop_spa, mobile "})
+    assert listed.oidc_authorized_parties == ("shop_spa", "mobile")
+    assert listed.authorized_parties == {"customer_api", "shop_spa", "mobile"}
+
+
+@pytest.mark.parametrize("value", ["shop_spa,", ",shop_spa", "a,,b", " , "])
+def test_an_empty_authorized_party_is_malformed(value):
+    with pytest.raises(ConfigError, match=r"^OIDC_AUTHORIZED_PARTIES is malformed"):
+        Settings.from_env({"OIDC_AUTHORIZED_PARTIES": value})
 
 
 def test_typed_values_are_parsed():
@@ -103,6 +165,16 @@ def test_a_dotenv_file_is_read_in_development(tmp_path, monkeypatch):
     assert settings.graphql_max_depth == 8  # the real environment wins over .env
 
 
+def test_an_unknown_mode_in_a_dotenv_file_is_refused(tmp_path, monkeypatch):
+    for name in ("APP_ENV", "FLASK_ENV"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("APP_ENV=prodution\n")
+
+    with pytest.raises(ConfigError, match=r"^APP_ENV='prodution' is not a known mode"):
+        Settings.from_env()
+
+
 def test_a_dotenv_file_is_ignored_in_production(tmp_path, monkeypatch):
     for name, value in PRODUCTION.items():
         monkeypatch.setenv(name, value)
@@ -122,7 +194,7 @@ def test_a_complete_production_environment_is_accepted():
 
     assert settings.is_production is True
     assert settings.database_url == "postgresql+psycopg://orders:pw@db.internal:5432/orders"
-    assert settings.secret_key == "k" * 40
+    assert settings.secret_key == PRODUCTION["SECRET_KEY"]
 
 
 def test_flask_env_production_implies_production():
@@ -199,5 +271,5 @@ def test_a_malformed_value_is_refused_in_development_too():
     ],
 )
 def test_production_refuses_placeholder_secrets(name, value):
-    with pytest.raises(ConfigError, match=f"placeholder value.*{name}"):
+    with pytest.raises(ConfigError, match=f"{name} .*is a template placeholder"):
         Settings.from_env(without(**{name: value}))

@@ -50,6 +50,7 @@ class Auth:
                 keys=JWKSCache(self.provider.jwks_url),
                 issuer=settings.oidc_issuer,
                 audience=settings.audience,
+                authorized_parties=settings.authorized_parties,
             )
 
     def actor_for_token(self, token: str, claims: dict) -> Actor:

@@ -7,14 +7,25 @@ Every other module takes its settings from the `Settings` object built here (thr
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+import sys
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from dotenv import dotenv_values
+from zxcvbn import zxcvbn
 
 PRODUCTION = "production"
 DEVELOPMENT = "development"
+# What APP_ENV and FLASK_ENV may say, read trimmed and in any case. Anything else stops the
+# process: a typo must never quietly run production in development mode.
+MODES = {
+    "production": PRODUCTION,
+    "prod": PRODUCTION,
+    "development": DEVELOPMENT,
+    "dev": DEVELOPMENT,
+}
+MODE_VARIABLES = ("APP_ENV", "FLASK_ENV")
 DEV_SECRET_KEY = "dev-insecure-secret-key"  # noqa: S105 - refused in production below
 
 
@@ -31,13 +42,121 @@ PRODUCTION_REQUIRED = (
     "at_callback_secret",
     "flower_basic_auth",
 )
-SECRETS = ("secret_key", "oidc_client_secret", "at_api_key", "at_callback_secret")
+# Secrets the provider issues: only their presence can be checked, and that they are no
+# template placeholder.
+PROVIDER_SECRETS = ("oidc_client_secret", "at_api_key")
+# Secrets the operator makes up, each with the length it needs (a new one goes in
+# OPERATOR_SECRETS; unset passes there, so it may be optional).
+MIN_SECRET_LENGTH = 32
+# Flower's passwords are typed by people into a browser's prompt; the others are generated
+# once and pasted.
+MIN_PASSWORD_LENGTH = 16
+OPERATOR_SECRETS = (
+    ("SECRET_KEY", "secret_key", MIN_SECRET_LENGTH),
+    ("AT_CALLBACK_SECRET", "at_callback_secret", MIN_SECRET_LENGTH),
+)
+# The top of zxcvbn's scale (at least 10^10 guesses once it has tried repeats, sequences,
+# keyboard rows, dates, words and common passwords); it reads at most 72 characters.
+STRONG_SCORE = 4
+ZXCVBN_MAX_LENGTH = 72
+GENERATE_HINT = "generate each secret with `openssl rand -hex 32`"
 # Values shipped in templates and examples: never a real secret.
 PLACEHOLDERS = ("change-me", "changeme", "replace_me", "replace-me", "set-me")
 
 
 class ConfigError(RuntimeError):
     """A missing or malformed setting; the message names the variable."""
+
+
+def _report_config_error(kind: type[BaseException], error: BaseException, trace: Any) -> None:
+    # A process that stops on a setting (flask, celery) prints the message alone: it names the
+    # variable, and a page of traceback above it would only hide it. gunicorn prints its own
+    # one-line "Error:" for a RuntimeError such as this.
+    if isinstance(error, ConfigError):
+        print(f"configuration error: {error}", file=sys.stderr)
+    else:
+        _previous_excepthook(kind, error, trace)
+
+
+_previous_excepthook = sys.excepthook
+sys.excepthook = _report_config_error
+
+
+def _is_placeholder(value: str) -> bool:
+    return value.lower().startswith(PLACEHOLDERS)
+
+
+def secret_weakness(
+    value: str, min_length: int = MIN_SECRET_LENGTH, related: Iterable[str] = ()
+) -> str | None:
+    """Why `value` will not do as a secret an operator makes up (a placeholder, shorter than
+    `min_length`, or easy to guess, also from the `related` words), or None when it will.
+    The reason never contains the value."""
+    if _is_placeholder(value):
+        return "is a template placeholder"
+    if len(value) < min_length:
+        return f"is shorter than {min_length} characters"
+    # A prefix that is hard to guess keeps the whole value so.
+    verdict = zxcvbn(value[:ZXCVBN_MAX_LENGTH], user_inputs=list(related))
+    if verdict["score"] < STRONG_SCORE:
+        hint = verdict["feedback"]["warning"] or "it follows a guessable pattern"
+        return f"is too easy to guess ({hint.rstrip('.')})"
+    return None
+
+
+def check_secret(name: str, value: str | None, min_length: int = MIN_SECRET_LENGTH) -> None:
+    """Raise `ConfigError` naming `name` when `value`, a secret the operator makes up, is
+    unset, a placeholder, shorter than `min_length` or easy to guess; the message never shows
+    the value."""
+    weakness = secret_weakness(value, min_length) if value else "is not set"
+    if weakness:
+        raise ConfigError(f"{name} {weakness}: {GENERATE_HINT}")
+
+
+def flower_auth_weaknesses(value: str) -> list[str]:
+    """What is wrong with each `user:password` pair of FLOWER_BASIC_AUTH, split on commas as
+    Flower splits it (spaces kept); empty when every pair will do."""
+    if _is_placeholder(value):
+        return ["FLOWER_BASIC_AUTH is a template placeholder"]
+    pairs = value.split(",")
+    weaknesses = []
+    for number, pair in enumerate(pairs, start=1):
+        where = f"FLOWER_BASIC_AUTH pair {number}" if len(pairs) > 1 else "FLOWER_BASIC_AUTH"
+        user, colon, password = pair.partition(":")
+        if not colon:
+            weakness = f"{where} is not user:password"
+        elif pair != pair.strip():
+            weakness = f"{where} has spaces around it, which Flower would keep"
+        elif not user:
+            weakness = f"{where} has an empty user"
+        elif not password:
+            weakness = f"{where} has an empty password"
+        else:
+            found = secret_weakness(password, MIN_PASSWORD_LENGTH, related=[user])
+            weakness = f"{where} has a password that {found}" if found else None
+        if weakness:
+            weaknesses.append(weakness)
+    return weaknesses
+
+
+def mode_of(environ: Mapping[str, str]) -> str | None:
+    """The mode APP_ENV and FLASK_ENV select (production if either says so), None when both
+    are unset or empty; an unknown value raises `ConfigError` naming its variable."""
+    modes = set()
+    for name in MODE_VARIABLES:
+        raw = environ.get(name) or ""
+        if not raw.strip():
+            continue
+        mode = MODES.get(raw.strip().lower())
+        if mode is None:
+            raise ConfigError(
+                f"{name}={raw!r} is not a known mode: set it to production or development"
+                " (unset means development)"
+            )
+        modes.add(mode)
+    if not modes:
+        return None
+    return PRODUCTION if PRODUCTION in modes else DEVELOPMENT
 
 
 def _database_url(value: str) -> str:
@@ -69,6 +188,13 @@ def _sms_timeout(value: str) -> float:
     return seconds
 
 
+def _names(value: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in value.split(","))
+    if not all(names):
+        raise ValueError("expected comma-separated names, none of them empty")
+    return names
+
+
 def _positive_int(value: str) -> int:
     number = int(value)
     if number <= 0:
@@ -89,6 +215,7 @@ class Settings:
     oidc_client_secret: str | None = None
     oidc_audience: str | None = None
     oidc_jwks_url: str | None = None
+    oidc_authorized_parties: tuple[str, ...] = ()
     admin_role: str = "admin"
     at_username: str = "sandbox"
     at_api_key: str | None = None
@@ -122,17 +249,24 @@ class Settings:
     def audience(self) -> str:
         return self.oidc_audience or self.oidc_client_id
 
+    @property
+    def authorized_parties(self) -> frozenset[str]:
+        """The clients whose tokens this API accepts (a token's `azp`): its own, and those
+        OIDC_AUTHORIZED_PARTIES names."""
+        return frozenset({self.oidc_client_id, *self.oidc_authorized_parties})
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read settings from `environ` (default: the process environment plus `.env` outside
         production). In production a missing or malformed value raises `ConfigError`."""
         source = dict(os.environ if environ is None else environ)
-        production = PRODUCTION in {source.get("APP_ENV"), source.get("FLASK_ENV")}
-        if environ is None and not production and os.path.exists(".env"):
+        mode = mode_of(source)
+        if environ is None and mode != PRODUCTION and os.path.exists(".env"):
             source = {**{k: v for k, v in dotenv_values(".env").items() if v is not None}, **source}
-            production = PRODUCTION in {source.get("APP_ENV"), source.get("FLASK_ENV")}
+            mode = mode_of(source)
+        production = mode == PRODUCTION
 
-        values: dict[str, Any] = {"env": PRODUCTION if production else DEVELOPMENT}
+        values: dict[str, Any] = {"env": mode or DEVELOPMENT}
         for name, attribute, parse in _VARIABLES:
             raw = source.get(name)
             if raw is None or raw == "":
@@ -159,20 +293,22 @@ class Settings:
         ]
         if missing:
             raise ConfigError(f"missing required setting(s) in production: {', '.join(missing)}")
-        flower_password = (self.flower_basic_auth or "").partition(":")[2]
-        candidates = {env_names[attribute]: getattr(self, attribute) for attribute in SECRETS}
-        candidates["FLOWER_BASIC_AUTH"] = flower_password
-        placeholders = [
-            name
-            for name, value in candidates.items()
-            if value and value.lower().startswith(PLACEHOLDERS)
+        weaknesses = [
+            f"{env_names[attribute]} is a template placeholder"
+            for attribute in PROVIDER_SECRETS
+            if _is_placeholder(getattr(self, attribute))
         ]
-        if placeholders:
+        for name, attribute, min_length in OPERATOR_SECRETS:
+            value = getattr(self, attribute)
+            # Unset is fine for an optional one; the required ones were found above.
+            weakness = secret_weakness(value, min_length) if value else None
+            if weakness:
+                weaknesses.append(f"{name} {weakness}")
+        weaknesses += flower_auth_weaknesses(self.flower_basic_auth or "")
+        if weaknesses:
             raise ConfigError(
-                f"placeholder value(s) in production: {', '.join(placeholders)}; set real secrets"
+                f"weak secret(s) in production: {'; '.join(weaknesses)}; {GENERATE_HINT}"
             )
-        if len(self.secret_key) < 32:
-            raise ConfigError("SECRET_KEY is too short for production: use 32 characters or more")
 
 
 _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
@@ -184,6 +320,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("OIDC_CLIENT_SECRET", "oidc_client_secret", str),
     ("OIDC_AUDIENCE", "oidc_audience", str),
     ("OIDC_JWKS_URL", "oidc_jwks_url", _http_url),
+    ("OIDC_AUTHORIZED_PARTIES", "oidc_authorized_parties", _names),
     ("OIDC_ADMIN_ROLE", "admin_role", str),
     ("AT_USERNAME", "at_username", str),
     ("AT_API_KEY", "at_api_key", str),

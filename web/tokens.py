@@ -160,6 +160,7 @@ class TokenVerifier:
     keys: JWKSCache
     issuer: str
     audience: str
+    authorized_parties: frozenset[str]
     _verified: RecentTokens = field(default_factory=RecentTokens, repr=False)
 
     def verify(self, token: str) -> dict[str, Any]:
@@ -211,9 +212,16 @@ class TokenVerifier:
             )
         except JOSEError as error:
             raise InvalidToken(str(error)) from None
-        # Keycloak marks its tokens: only access tokens are bearer credentials.
-        if "typ" in claims and claims["typ"] != "Bearer":
-            raise InvalidToken(f"token type {claims['typ']!r} is not an access token")
+        # Keycloak marks its tokens: only access tokens are bearer credentials, and a token
+        # that does not say what it is may be an ID or refresh token of another issuer's kind.
+        if claims.get("typ") != "Bearer":
+            raise InvalidToken(f"token type {claims.get('typ')!r} is not an access token")
+        # python-jose ignores azp. The audience alone admits any client of the realm that an
+        # audience mapper lets name this API: the client a token was issued to must be one
+        # this API accepts.
+        party = claims.get("azp")
+        if "azp" in claims and not (isinstance(party, str) and party in self.authorized_parties):
+            raise InvalidToken(f"authorized party {party!r} is not accepted")
         subject = claims.get("sub")
         if not isinstance(subject, str) or not 1 <= len(subject) <= MAX_SUBJECT:
             raise InvalidToken("no usable subject")
