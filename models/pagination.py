@@ -42,7 +42,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
     A cursor comes from the client, so anything may be inside: it must be short (ours are
     about 100 characters, which also bounds how deeply its JSON can nest), strict base64url
-    of UTF-8 JSON, a list of exactly two strings, an aware timestamp and a UUID.
+    of UTF-8 JSON, a list of exactly two strings, an aware timestamp and a UUID, and exactly
+    what `encode_cursor` writes for them.
     """
     try:
         if len(cursor) > MAX_CURSOR:
@@ -61,7 +62,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
             raise ValueError("no time zone")
         # In UTC it must still be a datetime: 0001-01-01T00:00+01:00 is not one.
         created.astimezone(UTC)
-        return created, uuid.UUID(position[1])
+        row_id = uuid.UUID(position[1])
+        # What we would have written for that position, to the character: the parsers are
+        # lenient (datetime.fromisoformat stops at a NUL, uuid.UUID takes braces and URNs).
+        if encode_cursor(created, row_id) != cursor.rstrip("="):
+            raise ValueError("not a cursor of ours")
+        return created, row_id
     except (ValueError, OverflowError):  # binascii.Error and UnicodeError are ValueErrors
         raise DomainError.single(
             "after", ErrorCode.INVALID, "after is not a valid cursor"
