@@ -71,4 +71,4 @@ migrate: venv ## Apply database migrations to the orders database
 
 clean: ## Stop embedded servers and remove var/ and caches
 	if [ -x $(BIN)/python ]; then $(BIN)/python -m dev.services stop; fi
-	rm -rf var .coverage .coverage.* htmlcov coverage.xml .pytest_cache .ruff_cache
+	rm -rf var .coverage .coverage.* htmlcov coverage.xml .pytest_cache .ruff_cache .hypothesis

@@ -21,8 +21,8 @@ from models.validation import (
     clean_email,
     clean_phone,
     clean_text,
-    has_nul,
     parse_uuid,
+    storable,
 )
 
 CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U
@@ -141,7 +141,7 @@ def get_customer(session: Session, *, actor: Actor, customer_id: object) -> Cust
 
 def get_customer_by_code(session: Session, *, actor: Actor, code: str) -> Customer:
     """The customer with this code, if the actor may see it."""
-    if has_nul(code):
+    if not storable(code):
         return _visible(actor, None)
     customer = session.scalars(select(Customer).where(Customer.code == code.strip())).first()
     return _visible(actor, customer)
@@ -149,7 +149,7 @@ def get_customer_by_code(session: Session, *, actor: Actor, code: str) -> Custom
 
 def find_customer(session: Session, *, actor: Actor, reference: str, field: str) -> Customer:
     """A customer named by OIDC subject, id or code, as a client may pass any of them."""
-    if has_nul(reference):
+    if not storable(reference):
         raise DomainError.single(field, ErrorCode.NOT_FOUND, "customer not found")
     clauses = [Customer.oidc_subject == reference, Customer.code == reference]
     if (key := parse_uuid(reference)) is not None:

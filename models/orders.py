@@ -54,8 +54,8 @@ from models.validation import (
     clean_currency,
     clean_money,
     clean_text,
-    has_nul,
     parse_uuid,
+    storable,
 )
 
 IDEMPOTENCY_TTL = timedelta(hours=24)
@@ -325,12 +325,17 @@ def create_order(
     total = amount * quantity if amount is not None else None
     if total is not None and total > Decimal("1000000000"):
         errors.add("quantity", ErrorCode.INVALID, "the order total must be at most 1,000,000,000")
-    if idempotency_key is not None and (
-        not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY or has_nul(idempotency_key)
-    ):
-        errors.add(
-            "idempotencyKey", ErrorCode.INVALID, "idempotencyKey must be 1 to 255 characters"
-        )
+    if idempotency_key is not None:
+        if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+            errors.add(
+                "idempotencyKey", ErrorCode.INVALID, "idempotencyKey must be 1 to 255 characters"
+            )
+        elif not storable(idempotency_key):
+            errors.add(
+                "idempotencyKey",
+                ErrorCode.INVALID,
+                "idempotencyKey must be valid Unicode text without NUL characters",
+            )
     errors.raise_if_any()
     assert amount is not None  # guaranteed by the checks above
     assert total is not None

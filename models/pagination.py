@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Select, and_, or_
@@ -18,6 +17,7 @@ from models.errors import DomainError, ErrorCode
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
+MAX_CURSOR = 200  # ours are about 100 characters
 
 T = TypeVar("T")
 
@@ -38,12 +38,37 @@ def encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    """The position inside a cursor; a DomainError (INVALID) if it is not one of ours."""
+    """The position inside a cursor; a DomainError (INVALID) if it is not one of ours.
+
+    A cursor comes from the client, so anything may be inside: it must be short (ours are
+    about 100 characters, which also bounds how deeply its JSON can nest), strict base64url
+    of UTF-8 JSON, a list of exactly two strings, an aware timestamp and a UUID, and exactly
+    what `encode_cursor` writes for them.
+    """
     try:
+        if len(cursor) > MAX_CURSOR:
+            raise ValueError("too long")
         padded = cursor + "=" * (-len(cursor) % 4)
-        created, row_id = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return datetime.fromisoformat(created), uuid.UUID(row_id)
-    except (ValueError, TypeError, binascii.Error, UnicodeError):
+        raw = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
+        position = json.loads(raw.decode("utf-8"))
+        if not (
+            isinstance(position, list)
+            and len(position) == 2
+            and all(isinstance(part, str) for part in position)
+        ):
+            raise ValueError("not a position")
+        created = datetime.fromisoformat(position[0])
+        if created.tzinfo is None:
+            raise ValueError("no time zone")
+        # In UTC it must still be a datetime: 0001-01-01T00:00+01:00 is not one.
+        created.astimezone(UTC)
+        row_id = uuid.UUID(position[1])
+        # What we would have written for that position, to the character: the parsers are
+        # lenient (datetime.fromisoformat stops at a NUL, uuid.UUID takes braces and URNs).
+        if encode_cursor(created, row_id) != cursor.rstrip("="):
+            raise ValueError("not a cursor of ours")
+        return created, row_id
+    except (ValueError, OverflowError):  # binascii.Error and UnicodeError are ValueErrors
         raise DomainError.single(
             "after", ErrorCode.INVALID, "after is not a valid cursor"
         ) from None

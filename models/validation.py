@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from decimal import Decimal, InvalidOperation
 
@@ -17,6 +18,7 @@ MAX_ITEM = 200
 MAX_QUANTITY = 100_000
 MAX_AMOUNT = Decimal("1000000000")  # 10^9: above this a price is a typo, not an order
 CENT = Decimal("0.01")
+SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def parse_uuid(value: object) -> uuid.UUID | None:
@@ -29,9 +31,11 @@ def parse_uuid(value: object) -> uuid.UUID | None:
         return None
 
 
-def has_nul(value: str) -> bool:
-    """PostgreSQL text cannot hold NUL; a value with one can match nothing we store."""
-    return "\x00" in value
+def storable(value: str) -> bool:
+    """Whether PostgreSQL text can hold `value`: no NUL, and no lone UTF-16 surrogate (JSON's
+    `\\ud800` escape makes one, and UTF-8 cannot encode it). A value that is not storable can
+    match nothing we store, and must never reach a query."""
+    return "\x00" not in value and not SURROGATE.search(value)
 
 
 def normalize_phone(raw: str, region: str) -> str | None:
@@ -61,6 +65,9 @@ def clean_text(
     text = value.strip()
     if any(ord(character) < 32 and character not in "\t\n\r" for character in text):
         errors.add(field, ErrorCode.INVALID, f"{field} must not contain control characters")
+        return None
+    if not storable(text):
+        errors.add(field, ErrorCode.INVALID, f"{field} must be valid Unicode text")
         return None
     if not text:
         if required:

@@ -12,6 +12,7 @@ from flask import Flask, current_app, g, jsonify, request
 from models.actors import Actor
 from models.customers import provision_customer
 from models.db import db, has_written
+from models.validation import storable
 from web.config import Settings
 from web.identity import IdentityProvider
 from web.logs import subject_var
@@ -86,8 +87,9 @@ class Auth:
 
 
 def _text(claims: dict, name: str) -> str | None:
+    # A claim that is not text (a lone surrogate, a NUL) is not shown, as it is not stored.
     value = claims.get(name)
-    return value if isinstance(value, str) else None
+    return value if isinstance(value, str) and storable(value) else None
 
 
 def current_auth() -> Auth:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from graphql.validation import specified_rules, validate
 from sqlalchemy.exc import SQLAlchemyError
 
 from models.db import db
-from web import sentry
+from web import json_body, sentry
 from web.config import Settings
 from web.document_limits import Measurements, bracket_nesting, cost, measure, merged_pairs
 from web.logs import operation_var, request_id_var
@@ -264,9 +263,9 @@ def execute() -> Response:
             415, "Send the request as JSON (Content-Type: application/json).", "BAD_REQUEST"
         )
     try:
-        data = json.loads(request.get_data(cache=False))
-    except (ValueError, UnicodeDecodeError):
-        return error_response(400, "The request body is not valid JSON.", "BAD_REQUEST")
+        data = json_body.load(request.get_data(cache=False))
+    except json_body.UnreadableBody as error:
+        return error_response(400, str(error), "BAD_REQUEST")
     if isinstance(data, list):
         return error_response(400, "Batched requests are not supported.", "BAD_REQUEST")
     if not isinstance(data, dict) or not isinstance(data.get("query"), str):
@@ -274,12 +273,22 @@ def execute() -> Response:
             400, "The body must be an object with a 'query' string.", "BAD_REQUEST"
         )
 
-    g.graphql_operation = service().operation_name(data)
-    operation_var.set(g.graphql_operation)
+    if refused := json_body.refusals(data):
+        response = jsonify({"errors": refused})
+        response.status_code = 400
+        return response
+
     session = db.session()
-    session.info["request_id"] = request_id_var.get()
-    context = {"request": request, "actor": g.get("actor"), "settings": service().settings}
-    result = service().execute(data, context)
+    try:
+        g.graphql_operation = service().operation_name(data)
+        operation_var.set(g.graphql_operation)
+        session.info["request_id"] = request_id_var.get()
+        context = {"request": request, "actor": g.get("actor"), "settings": service().settings}
+        result = service().execute(data, context)
+    except RecursionError:
+        # graphql-core parses recursively: a few hundred nested brackets, well within the
+        # token limit, run out of stack before any rule can look at them. Nothing executed.
+        return error_response(400, "The document is nested too deeply.", "BAD_REQUEST")
     try:
         session.commit()
     except SQLAlchemyError:

@@ -20,6 +20,8 @@ from jose import jwt
 from jose.backends import RSAKey
 from jose.exceptions import JOSEError
 
+from models.validation import storable
+
 log = logging.getLogger(__name__)
 
 MAX_TOKEN_BYTES = 8 * 1024
@@ -223,7 +225,12 @@ class TokenVerifier:
         if "azp" in claims and not (isinstance(party, str) and party in self.authorized_parties):
             raise InvalidToken(f"authorized party {party!r} is not accepted")
         subject = claims.get("sub")
-        if not isinstance(subject, str) or not 1 <= len(subject) <= MAX_SUBJECT:
+        # The subject keys the caller's customer row, so it must be text PostgreSQL can hold.
+        if (
+            not isinstance(subject, str)
+            or not 1 <= len(subject) <= MAX_SUBJECT
+            or not storable(subject)
+        ):
             raise InvalidToken("no usable subject")
         if not isinstance(claims.get("exp"), int | float):
             raise InvalidToken("exp is not a number")

@@ -59,7 +59,7 @@ def resolve_confirm_order(_, info: GraphQLResolveInfo, order_id: str):
     order, errors = mutation(
         orders.confirm_order, info, order_id=order_id, company=settings_of(info).company_name
     )
-    return payload("order", order, errors, "Order confirmed!")
+    return payload("order", order, errors, "Order confirmed!", replayed=False)
 
 
 @mutation_type.field("cancelOrder")
@@ -71,7 +71,7 @@ def resolve_cancel_order(_, info: GraphQLResolveInfo, order_id: str, reason: str
         reason=reason,
         company=settings_of(info).company_name,
     )
-    return payload("order", order, errors, "Order cancelled.")
+    return payload("order", order, errors, "Order cancelled.", replayed=False)
 
 
 @mutation_type.field("resendNotification")
