@@ -78,7 +78,7 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     auth.init_app(app, settings)
     app.register_blueprint(graphql.blueprint)
     health.init_app(app, settings.redis_url)
-    metrics.init_app(app, settings.metrics_dir)
+    metrics.init_app(app, settings)
     commands.init_app(app)
     app.register_blueprint(callbacks.blueprint)
     app.register_error_handler(HTTPException, _http_error)

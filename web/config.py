@@ -31,7 +31,13 @@ PRODUCTION_REQUIRED = (
     "at_callback_secret",
     "flower_basic_auth",
 )
-SECRETS = ("secret_key", "oidc_client_secret", "at_api_key", "at_callback_secret")
+SECRETS = (
+    "secret_key",
+    "oidc_client_secret",
+    "at_api_key",
+    "at_callback_secret",
+    "metrics_token",
+)
 # Values shipped in templates and examples: never a real secret.
 PLACEHOLDERS = ("change-me", "changeme", "replace_me", "replace-me", "set-me")
 
@@ -97,6 +103,7 @@ class Settings:
     at_callback_secret: str | None = None
     company_name: str = "Donfiles"
     flower_basic_auth: str | None = None
+    metrics_token: str | None = None
     default_region: str = "KE"
     default_currency: str = "KES"
     graphql_max_depth: int = 10
@@ -192,6 +199,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("AT_CALLBACK_SECRET", "at_callback_secret", str),
     ("COMPANY_NAME", "company_name", str),
     ("FLOWER_BASIC_AUTH", "flower_basic_auth", str),
+    ("METRICS_TOKEN", "metrics_token", str),
     ("DEFAULT_PHONE_REGION", "default_region", str),
     ("DEFAULT_CURRENCY", "default_currency", str),
     ("GRAPHQL_MAX_DEPTH", "graphql_max_depth", _positive_int),

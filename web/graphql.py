@@ -34,7 +34,7 @@ from graphql.validation import ASTValidationRule, ValidationContext, specified_r
 from sqlalchemy.exc import SQLAlchemyError
 
 from models.db import db
-from web import sentry
+from web import metrics, sentry
 from web.config import Settings
 from web.logs import operation_var, request_id_var
 from web.resolvers import bindables
@@ -184,6 +184,14 @@ class GraphQLService:
         ]
         return names[0] if len(names) == 1 else None
 
+    def metrics_label(self, data: dict[str, Any]) -> str:
+        """The request's `operation` label in the metrics: the root field it selects."""
+        try:
+            document = self.parse(data["query"])
+        except GraphQLError:
+            return metrics.UNPARSED
+        return metrics.operation_label(self.schema, document, data.get("operationName"))
+
     def cost_rule(
         self, document: DocumentNode, variables: dict[str, Any]
     ) -> type[ASTValidationRule]:
@@ -329,8 +337,8 @@ def execute() -> Response:
             400, "The body must be an object with a 'query' string.", "BAD_REQUEST"
         )
 
-    g.graphql_operation = service().operation_name(data)
-    operation_var.set(g.graphql_operation)
+    operation_var.set(service().operation_name(data))
+    g.graphql_root_field = service().metrics_label(data)
     session = db.session()
     session.info["request_id"] = request_id_var.get()
     context = {"request": request, "actor": g.get("actor"), "settings": service().settings}
