@@ -1,15 +1,22 @@
-"""Attack: what a stranger learns from, or costs through, the metrics.
+"""Attack: what a stranger learns from, or costs through, the metrics and Flower.
 
 In production the API's /metrics answers only the METRICS_TOKEN bearer (or is off, like any
 unknown path), its labels stay bounded whatever clients send, and a scrape cannot hold the
-database.
+database. Flower, started as the Procfile starts it, answers nothing but /healthcheck without
+its basic auth.
 """
 
 from __future__ import annotations
 
 import base64
+import os
+import re
 import secrets
+import subprocess
+import threading
+import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -19,6 +26,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.clients import GraphQLClient
+from tests.conftest import REDIS_URL, ROOT
 from web.graphql import build_schema
 from web.metrics import INTROSPECTION, SEVERAL, UNKNOWN, UNPARSED, serve_worker_metrics
 
@@ -173,3 +181,206 @@ def test_the_worker_metrics_port_follows_the_same_rule(settings):
     assert "sms_attempts_total" not in anonymous.text + wrong.text
     assert right.status_code == 200
     assert "sms_attempts_total" in right.text
+
+
+# -- Flower ----------------------------------------------------------------------------------
+
+OPS = ("ops", secrets.token_urlsafe(18))
+AUDIT = ("audit", secrets.token_urlsafe(18))
+BANNER = re.compile(r"Visit me at http://127\.0\.0\.1:(\d+)")
+
+
+def procfile_command(process: str) -> str:
+    line = next(
+        line
+        for line in (ROOT / "Procfile").read_text().splitlines()
+        if line.startswith(f"{process}: ")
+    )
+    return line.split(": ", 1)[1]
+
+
+class FlowerProcess:
+    """The Procfile's `flower` line run by a shell, as honcho and Heroku run it."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            ["sh", "-c", f"exec {procfile_command('flower')}"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def url(self, timeout: float = 30.0) -> str:
+        """Where it listens, once it says so; fails the test if it exits first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.lines:
+                if match := BANNER.search(line):
+                    return f"http://127.0.0.1:{match[1]}"
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("Flower did not start:\n" + "".join(self.lines))
+            time.sleep(0.05)
+
+    def exit_code(self, timeout: float = 30.0) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._reader.join(timeout=5)  # the pipe ends with the process
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def flower_env(database_url: str, idp: Any, basic_auth: str | None) -> dict[str, str]:
+    """A production environment for the `flower` process, on an ephemeral port."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("FLOWER_", "APP_ENV", "FLASK_ENV", "AT_"))
+    }
+    env.update(
+        PATH=f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        APP_ENV="production",
+        SECRET_KEY=SECRET_KEY,
+        DATABASE_URL=database_url,
+        # The same Redis database: production refuses the development default's spelling.
+        REDIS_URL=REDIS_URL.removesuffix("/0"),
+        OIDC_ISSUER=idp.issuer,
+        OIDC_CLIENT_SECRET="test-secret",
+        AT_API_KEY=secrets.token_urlsafe(24),
+        AT_CALLBACK_SECRET=secrets.token_urlsafe(24),
+        FLOWER_ADDRESS="127.0.0.1",
+        FLOWER_PORT="0",
+        PYTHONUNBUFFERED="1",
+    )
+    if basic_auth is not None:
+        env["FLOWER_BASIC_AUTH"] = basic_auth
+    return env
+
+
+@pytest.fixture(scope="module")
+def flower(database_url, idp) -> Iterator[str]:
+    """Flower in production with two users, for the module; its base URL."""
+    basic_auth = ",".join(f"{user}:{password}" for user, password in (OPS, AUDIT))
+    process = FlowerProcess(flower_env(database_url, idp, basic_auth))
+    try:
+        yield process.url()
+    finally:
+        process.stop()
+
+
+# Every kind of handler Flower has: pages, the JSON API, the task API, its metrics, static
+# files, the login and logout pages, the catch-all 404.
+GUARDED = [
+    ("GET", "/"),
+    ("GET", "/workers"),
+    ("GET", "/tasks"),
+    ("GET", "/tasks/datatable"),
+    ("GET", "/broker"),
+    ("GET", "/task/some-id"),
+    ("GET", "/api/workers"),
+    ("GET", "/api/tasks"),
+    ("GET", "/api/task/types"),
+    ("GET", "/api/queues/length"),
+    ("POST", "/api/task/async-apply/notifications.sweep"),
+    ("POST", "/api/worker/shutdown/worker@host"),
+    ("GET", "/metrics"),
+    ("GET", "/static/css/bootstrap.min.css"),
+    ("GET", "/favicon.ico"),
+    ("GET", "/login"),
+    ("GET", "/logout"),
+    ("GET", "/no-such-page"),
+    ("OPTIONS", "/api/task/apply/notifications.sweep"),
+    ("OPTIONS", "/metrics"),
+    ("HEAD", "/metrics"),
+    ("GET", "/healthcheck/"),
+    ("GET", "/healthcheck/../metrics"),
+]
+WRONG = [
+    None,
+    ("admin", ""),
+    (OPS[0], ""),
+    ("", OPS[1]),
+    (OPS[0], AUDIT[1]),
+    (AUDIT[0], OPS[1]),
+    (OPS[0], OPS[1] + "x"),
+    (f"{OPS[0]}:{OPS[1]},{AUDIT[0]}", AUDIT[1]),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), GUARDED)
+def test_flower_answers_nothing_without_its_credentials(flower, method, path):
+    for credentials in WRONG:
+        response = requests.request(
+            method, flower + path, auth=credentials, timeout=10, allow_redirects=False
+        )
+
+        assert response.status_code == 401, (credentials, response.text[:200])
+        assert response.headers["WWW-Authenticate"] == 'Basic realm="flower"'
+        assert "celery" not in response.text.lower()
+        assert "flower_" not in response.text
+
+
+def test_flower_answers_a_bearer_or_garbage_authorization_with_401(flower):
+    for header in ("Bearer x", "Basic", "Basic !!!", "Basic " + base64.b64encode(b"ops").decode()):
+        response = requests.get(f"{flower}/metrics", headers={"Authorization": header}, timeout=10)
+        assert response.status_code == 401
+
+
+def test_flower_health_check_needs_no_credentials(flower):
+    response = requests.get(f"{flower}/healthcheck", timeout=10)
+
+    assert (response.status_code, response.text) == (200, "OK")
+
+
+@pytest.mark.parametrize("user", [OPS, AUDIT], ids=["first pair", "second pair"])
+def test_each_configured_user_gets_in(flower, user):
+    metrics = requests.get(f"{flower}/metrics", auth=user, timeout=10)
+    task_types = requests.get(f"{flower}/api/task/types", auth=user, timeout=10)
+
+    assert metrics.status_code == 200
+    assert "flower_events_total" in metrics.text
+    assert task_types.status_code == 200
+    assert "task-types" in task_types.json()
+
+
+@pytest.mark.parametrize(
+    ("basic_auth", "named"),
+    [
+        (None, "FLOWER_BASIC_AUTH"),
+        ("admin:", "FLOWER_BASIC_AUTH"),
+        (f"{OPS[0]}:{OPS[1]},admin:", "FLOWER_BASIC_AUTH"),
+        (f"{OPS[0]}:{OPS[1]},:{AUDIT[1]}", "FLOWER_BASIC_AUTH"),
+        (f"{OPS[0]}:pass,word", "FLOWER_BASIC_AUTH"),
+    ],
+    ids=["unset", "empty password", "second pair without password", "no user", "comma"],
+)
+def test_flower_does_not_start_with_credentials_anyone_could_guess(
+    database_url, idp, basic_auth, named
+):
+    process = FlowerProcess(flower_env(database_url, idp, basic_auth))
+    try:
+        code = process.exit_code()
+    finally:
+        process.stop()
+
+    assert code != 0
+    output = "".join(process.lines)
+    assert named in output
+    assert not BANNER.search(output)
