@@ -9,6 +9,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import sentry_sdk
+
 
 class SentryReceiver:
     """Serves on an ephemeral port of 127.0.0.1 until `close()`; `dsn` points the SDK at it."""
@@ -51,6 +53,10 @@ class SentryReceiver:
         return [payload for body in bodies for kind, payload in _items(body) if kind == "event"]
 
     def close(self) -> None:
+        """Stop reporting (the SDK's client is closed and replaced by one that records
+        nothing, so later tests run as without a DSN), then stop serving."""
+        sentry_sdk.get_client().close()
+        sentry_sdk.get_global_scope().set_client(None)
         self._server.shutdown()
         self._server.server_close()
 

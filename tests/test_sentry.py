@@ -17,8 +17,6 @@ from web import sentry
 def receiver() -> Iterator[SentryReceiver]:
     running = SentryReceiver()
     yield running
-    sentry_sdk.get_client().close()
-    sentry_sdk.init(dsn=None)
     running.close()
 
 

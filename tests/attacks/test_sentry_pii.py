@@ -60,8 +60,6 @@ BY_CODE = "query($code: String!) { customerByCode(code: $code) { id name } }"
 def receiver() -> Iterator[SentryReceiver]:
     running = SentryReceiver()
     yield running
-    sentry_sdk.get_client().close()
-    sentry_sdk.init(dsn=None)
     running.close()
 
 
