@@ -39,6 +39,7 @@ SECRET_KEYS = {
     "AT_API_KEY",
     "AT_CALLBACK_SECRET",
     "FLOWER_BASIC_AUTH",
+    "METRICS_TOKEN",
 }
 PLACEHOLDER = "REPLACE_ME"
 # Paths inside the pods, on their emptyDir volume: the root filesystem is read-only.

@@ -53,6 +53,9 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
             "max_overflow": 0,
             "pool_timeout": 5,
             "connect_args": {"connect_timeout": 5, "application_name": "order-service-web"},
+            # A failed statement's message lists its parameters (phone numbers, e-mails);
+            # production's logs and error reports get the statement without them.
+            "hide_parameters": settings.is_production,
         },
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         PROPAGATE_EXCEPTIONS=False,
@@ -78,7 +81,7 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     auth.init_app(app, settings)
     app.register_blueprint(graphql.blueprint)
     health.init_app(app, settings.redis_url)
-    metrics.init_app(app, settings.metrics_dir)
+    metrics.init_app(app, settings)
     commands.init_app(app)
     app.register_blueprint(callbacks.blueprint)
     app.register_error_handler(HTTPException, _http_error)

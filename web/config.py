@@ -54,6 +54,7 @@ MIN_PASSWORD_LENGTH = 16
 OPERATOR_SECRETS = (
     ("SECRET_KEY", "secret_key", MIN_SECRET_LENGTH),
     ("AT_CALLBACK_SECRET", "at_callback_secret", MIN_SECRET_LENGTH),
+    ("METRICS_TOKEN", "metrics_token", MIN_SECRET_LENGTH),
 )
 # The top of zxcvbn's scale (at least 10^10 guesses once it has tried repeats, sequences,
 # keyboard rows, dates, words and common passwords); it reads at most 72 characters.
@@ -224,6 +225,7 @@ class Settings:
     at_callback_secret: str | None = None
     company_name: str = "Donfiles"
     flower_basic_auth: str | None = None
+    metrics_token: str | None = None
     default_region: str = "KE"
     default_currency: str = "KES"
     graphql_max_depth: int = 10
@@ -329,6 +331,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("AT_CALLBACK_SECRET", "at_callback_secret", str),
     ("COMPANY_NAME", "company_name", str),
     ("FLOWER_BASIC_AUTH", "flower_basic_auth", str),
+    ("METRICS_TOKEN", "metrics_token", str),
     ("DEFAULT_PHONE_REGION", "default_region", str),
     ("DEFAULT_CURRENCY", "default_currency", str),
     ("GRAPHQL_MAX_DEPTH", "graphql_max_depth", _positive_int),

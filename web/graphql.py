@@ -25,7 +25,7 @@ from graphql.validation import specified_rules, validate
 from sqlalchemy.exc import SQLAlchemyError
 
 from models.db import db
-from web import json_body, sentry
+from web import json_body, metrics, sentry
 from web.config import Settings
 from web.document_limits import Measurements, bracket_nesting, cost, measure, merged_pairs
 from web.logs import operation_var, request_id_var
@@ -158,6 +158,13 @@ class GraphQLService:
         ]
         return names[0] if len(names) == 1 else None
 
+    def metrics_label(self, data: dict[str, Any]) -> str:
+        """The request's `operation` label in the metrics: the root field it selects."""
+        document = self.prepare(data["query"]).document
+        if document is None:
+            return metrics.UNPARSED
+        return metrics.operation_label(self.schema, document, data.get("operationName"))
+
     def cost_errors(
         self, prepared: PreparedDocument, data: dict[str, Any]
     ) -> tuple[GraphQLError, ...]:
@@ -280,8 +287,8 @@ def execute() -> Response:
 
     session = db.session()
     try:
-        g.graphql_operation = service().operation_name(data)
-        operation_var.set(g.graphql_operation)
+        operation_var.set(service().operation_name(data))
+        g.graphql_root_field = service().metrics_label(data)
         session.info["request_id"] = request_id_var.get()
         context = {"request": request, "actor": g.get("actor"), "settings": service().settings}
         result = service().execute(data, context)

@@ -8,12 +8,24 @@ is read at scrape time, so it is right however many processes or hosts there are
 
 from __future__ import annotations
 
-import re
+import hmac
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLSchema,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+)
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -21,20 +33,24 @@ from prometheus_client import (
     Counter,
     Histogram,
     generate_latest,
+    make_wsgi_app,
 )
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from werkzeug.datastructures import Authorization
 
 from models.db import db
 from models.notifications import Notification, NotificationStatus
+from web.config import Settings
 
 blueprint = Blueprint("metrics", __name__)
 
 REQUESTS = Counter(
     "graphql_requests_total",
-    "GraphQL requests by operation name and outcome.",
+    "GraphQL requests by the root field they select (operation) and outcome.",
     ["operation", "outcome"],
 )
 LATENCY = Histogram(
@@ -56,51 +72,89 @@ SWEEP_RESENDS = Counter(
     ["reason"],
 )
 
-NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-MAX_OPERATION_NAMES = 200  # clients choose the names; the label set must stay bounded
-_seen: set[str] = set()
-_seen_lock = threading.Lock()
+# The `operation` label is the root field an operation selects, so the schema bounds the
+# label set: a client's operation names or misspelt fields cannot grow it.
+UNPARSED = "unparsed"  # no document to look at: not JSON, no query, a syntax error, too large
+UNKNOWN = "unknown"  # no single operation to run, or a root field the schema does not have
+SEVERAL = "several"  # more than one root field in one operation
+INTROSPECTION = "introspection"  # __schema, __type, __typename
 
 
-def operation_label(name: str | None) -> str:
-    """A bounded label for a client-chosen operation name."""
-    if not name or not NAME.match(name):
-        return "anonymous"
-    with _seen_lock:
-        if name in _seen or len(_seen) < MAX_OPERATION_NAMES:
-            _seen.add(name)
-            return name
-    return "other"
+def operation_label(
+    schema: GraphQLSchema, document: DocumentNode, operation_name: object = None
+) -> str:
+    """The `operation` label of a request: the one root field its operation selects
+    (`createOrder`, `myOrders`), or one of the fixed values above."""
+    operations = [
+        definition
+        for definition in document.definitions
+        if isinstance(definition, OperationDefinitionNode)
+        and (
+            operation_name is None or (definition.name and definition.name.value == operation_name)
+        )
+    ]
+    root = schema.get_root_type(operations[0].operation) if len(operations) == 1 else None
+    if root is None:
+        return UNKNOWN
+    fragments = {
+        definition.name.value: definition
+        for definition in document.definitions
+        if isinstance(definition, FragmentDefinitionNode)
+    }
+    names = _root_fields(operations[0].selection_set, fragments, set())
+    if len(names) != 1:
+        return SEVERAL if names else UNKNOWN
+    name = names.pop()
+    if name.startswith("__"):
+        return INTROSPECTION
+    return name if name in root.fields else UNKNOWN
 
 
-def observe_request(operation: str | None, outcome: str, seconds: float) -> None:
-    label = operation_label(operation)
-    REQUESTS.labels(label, outcome).inc()
-    LATENCY.labels(label).observe(seconds)
+def _root_fields(
+    selection_set: SelectionSetNode, fragments: dict[str, FragmentDefinitionNode], seen: set[str]
+) -> set[str]:
+    names: set[str] = set()
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode):
+            names.add(selection.name.value)
+        elif isinstance(selection, InlineFragmentNode):
+            names |= _root_fields(selection.selection_set, fragments, seen)
+        elif isinstance(selection, FragmentSpreadNode):
+            name = selection.name.value
+            if name in fragments and name not in seen:
+                seen.add(name)
+                names |= _root_fields(fragments[name].selection_set, fragments, seen)
+    return names
+
+
+def observe_request(operation: str, outcome: str, seconds: float) -> None:
+    REQUESTS.labels(operation, outcome).inc()
+    LATENCY.labels(operation).observe(seconds)
+
+
+# One statement: the counts by status (an index-only scan) and, from the partial index on
+# QUEUED rows, when the oldest of them fell due.
+_OLDEST_DUE = (
+    select(func.min(Notification.next_attempt_at))
+    .where(Notification.status == NotificationStatus.QUEUED)
+    .scalar_subquery()
+)
 
 
 class OutboxCollector(Collector):
-    """Notifications by status and the age of the oldest QUEUED one, read from Postgres."""
+    """Notifications by status and the age of the oldest QUEUED one, read from Postgres.
+
+    A scrape costs one statement, cut off by a statement timeout, and a process runs one at
+    a time: however many scrapes arrive, each process keeps at most one connection busy."""
+
+    STATEMENT_TIMEOUT = "2s"
 
     def __init__(self, app: Flask) -> None:
         self.app = app
+        self._lock = threading.Lock()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        with self.app.app_context():
-            try:
-                counts = dict(
-                    db.session.execute(
-                        select(Notification.status, func.count()).group_by(Notification.status)
-                    ).all()
-                )
-                oldest = db.session.scalar(
-                    select(func.min(Notification.next_attempt_at)).where(
-                        Notification.status == NotificationStatus.QUEUED
-                    )
-                )
-                now = db.session.scalar(select(func.now()))
-            finally:
-                db.session.rollback()
+        counts, age = self._read()
         by_status = GaugeMetricFamily(
             "sms_notifications", "Notifications by status.", labels=["status"]
         )
@@ -110,35 +164,116 @@ class OutboxCollector(Collector):
         yield GaugeMetricFamily(
             "sms_outbox_backlog", "QUEUED notifications.", value=counts.get("QUEUED", 0)
         )
-        age = max(0.0, (now - oldest).total_seconds()) if oldest and now else 0.0
         yield GaugeMetricFamily(
             "sms_outbox_oldest_queued_age_seconds",
             "How long the oldest QUEUED notification has been due.",
             value=age,
         )
 
+    def _read(self) -> tuple[dict[str, int], float]:
+        with self._lock, self.app.app_context():
+            try:
+                db.session.execute(
+                    text(f"SET LOCAL statement_timeout = '{self.STATEMENT_TIMEOUT}'")
+                )
+                rows = db.session.execute(
+                    select(Notification.status, func.count(), _OLDEST_DUE, func.now()).group_by(
+                        Notification.status
+                    )
+                ).all()
+            finally:
+                db.session.rollback()
+        counts = {status: count for status, count, _, _ in rows}
+        oldest, now = rows[0][2:] if rows else (None, None)
+        age = max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
+        return counts, age
 
-def init_app(app: Flask, multiprocess_dir: str | None) -> None:
-    """Serve /metrics for this app and count its GraphQL requests."""
-    if multiprocess_dir:
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Count this app's GraphQL requests and serve them at /metrics: openly in development;
+    in production only to `Authorization: Bearer <METRICS_TOKEN>`, and not at all (404, like
+    any unknown path) without a METRICS_TOKEN."""
+    if settings.metrics_dir:
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
     else:
         registry = REGISTRY
     app.extensions["metrics_registry"] = registry
     app.extensions["metrics_outbox"] = OutboxCollector(app)
-    app.register_blueprint(blueprint)
+    if not settings.is_production or settings.metrics_token:
+        app.register_blueprint(blueprint)
     app.before_request(_start_timer)
     app.after_request(_record)
 
 
 @blueprint.get("/metrics")
 def metrics() -> Response:
+    settings = current_app.config["SETTINGS"]
+    if settings.is_production and not _bearer_is(settings.metrics_token):
+        response = jsonify(
+            {
+                "errors": [
+                    {
+                        "message": "Send the metrics token as 'Authorization: Bearer <token>'.",
+                        "extensions": {"code": "UNAUTHENTICATED"},
+                    }
+                ]
+            }
+        )
+        response.status_code = 401
+        response.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
     registry = CollectorRegistry()
     body = generate_latest(current_app.extensions["metrics_registry"])
     registry.register(current_app.extensions["metrics_outbox"])
     body += generate_latest(registry)
     return Response(body, mimetype=CONTENT_TYPE_LATEST)
+
+
+def _bearer_is(token: str) -> bool:
+    return bearer_matches(request.headers.get("Authorization"), token)
+
+
+def bearer_matches(header: str | None, token: str) -> bool:
+    """Whether an `Authorization` header value is `Bearer <token>`."""
+    given = Authorization.from_header(header)
+    if given is None or given.type != "bearer" or not given.token:
+        return False
+    # Constant time: how long a wrong guess takes says nothing about the right one.
+    return hmac.compare_digest(given.token.encode(), token.encode())
+
+
+def serve_worker_metrics(
+    settings: Settings,
+    port: int,
+    host: str = "0.0.0.0",  # noqa: S104 - every interface, as prometheus_client's server
+) -> WSGIServer | None:
+    """Serve this process's counters on `port` in a thread (the worker's WORKER_METRICS_PORT),
+    under the web's rule: in production only to the METRICS_TOKEN bearer, and off without a
+    token (None then)."""
+    if settings.is_production and not settings.metrics_token:
+        return None
+    exposition = make_wsgi_app(REGISTRY)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if settings.is_production and not bearer_matches(
+            environ.get("HTTP_AUTHORIZATION"), settings.metrics_token or ""
+        ):
+            start_response(
+                "401 Unauthorized",
+                [("Content-Type", "text/plain"), ("WWW-Authenticate", 'Bearer realm="metrics"')],
+            )
+            return [b"Send the metrics token as 'Authorization: Bearer <token>'.\n"]
+        return exposition(environ, start_response)
+
+    server = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *_args: Any) -> None:
+        pass  # a line per scrape would drown the worker's own
 
 
 def _start_timer() -> None:
@@ -155,6 +290,6 @@ def _record(response: Response) -> Response:
             else "error"
         )
         observe_request(
-            g.get("graphql_operation"), outcome, time.perf_counter() - g.metrics_started
+            g.get("graphql_root_field", UNPARSED), outcome, time.perf_counter() - g.metrics_started
         )
     return response

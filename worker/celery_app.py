@@ -61,14 +61,14 @@ def _sentry(**_kwargs: Any) -> None:
 @signals.worker_ready.connect
 def _serve_metrics(**_kwargs: Any) -> None:
     """With WORKER_METRICS_PORT set, the worker serves its own /metrics (SMS attempts, gateway
-    latency, sweep re-sends) for a scraper that reaches worker hosts or pods."""
-    from prometheus_client import start_http_server
-
+    latency, sweep re-sends) for a scraper that reaches worker hosts or pods; in production
+    only to the METRICS_TOKEN bearer, as the web's."""
     from web.config import Settings
+    from web.metrics import serve_worker_metrics
 
-    port = Settings.from_env().worker_metrics_port
-    if port:
-        start_http_server(port)
+    settings = Settings.from_env()
+    if settings.worker_metrics_port:
+        serve_worker_metrics(settings, settings.worker_metrics_port)
 
 
 @signals.task_prerun.connect
