@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+import phonenumbers
 from dotenv import dotenv_values
 
 PRODUCTION = "production"
@@ -76,6 +77,20 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _region(value: str) -> str:
+    code = value.strip().upper()
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"{value!r} is not a region code such as KE, UG or TZ")
+    return code
+
+
+def _regions(value: str) -> tuple[str, ...]:
+    codes = tuple(dict.fromkeys(_region(code) for code in value.split(",") if code.strip()))
+    if not codes:
+        raise ValueError("expected region codes separated by commas, e.g. KE,UG")
+    return codes
+
+
 @dataclass(frozen=True)
 class Settings:
     """Typed service settings; build with `Settings.from_env()`."""
@@ -113,10 +128,17 @@ class Settings:
     metrics_dir: str | None = None
     sentry_dsn: str | None = None
     worker_metrics_port: int | None = None
+    # Phones outside these regions get no SMS (empty: `default_region` alone).
+    sms_allowed_regions: tuple[str, ...] = ()
 
     @property
     def is_production(self) -> bool:
         return self.env == PRODUCTION
+
+    @property
+    def allowed_regions(self) -> tuple[str, ...]:
+        """The regions whose phones may get an SMS."""
+        return self.sms_allowed_regions or (self.default_region,)
 
     @property
     def audience(self) -> str:
@@ -192,7 +214,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("AT_CALLBACK_SECRET", "at_callback_secret", str),
     ("COMPANY_NAME", "company_name", str),
     ("FLOWER_BASIC_AUTH", "flower_basic_auth", str),
-    ("DEFAULT_PHONE_REGION", "default_region", str),
+    ("DEFAULT_PHONE_REGION", "default_region", _region),
     ("DEFAULT_CURRENCY", "default_currency", str),
     ("GRAPHQL_MAX_DEPTH", "graphql_max_depth", _positive_int),
     ("GRAPHQL_MAX_TOKENS", "graphql_max_tokens", _positive_int),
@@ -207,4 +229,5 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("PROMETHEUS_MULTIPROC_DIR", "metrics_dir", str),
     ("SENTRY_DSN", "sentry_dsn", _http_url),
     ("WORKER_METRICS_PORT", "worker_metrics_port", _positive_int),
+    ("SMS_ALLOWED_REGIONS", "sms_allowed_regions", _regions),
 )

@@ -15,19 +15,26 @@ mutation_type = MutationType()
 
 @mutation_type.field("createCustomer")
 def resolve_create_customer(_, info: GraphQLResolveInfo, input: dict[str, Any]):
+    settings = settings_of(info)
     customer, errors = mutation(
-        customers.create_customer, info, region=settings_of(info).default_region, **input
+        customers.create_customer,
+        info,
+        region=settings.default_region,
+        allowed_regions=settings.allowed_regions,
+        **input,
     )
     return payload("customer", customer, errors, "Customer created!")
 
 
 @mutation_type.field("updateCustomer")
 def resolve_update_customer(_, info: GraphQLResolveInfo, id: str, input: dict[str, Any]):
+    settings = settings_of(info)
     customer, errors = mutation(
         customers.update_customer,
         info,
         customer_id=id,
-        region=settings_of(info).default_region,
+        region=settings.default_region,
+        allowed_regions=settings.allowed_regions,
         **input,
     )
     return payload("customer", customer, errors, "Customer updated!")
