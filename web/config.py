@@ -13,6 +13,7 @@ from typing import Any
 
 import phonenumbers
 from dotenv import dotenv_values
+from limits import parse_many
 
 PRODUCTION = "production"
 DEVELOPMENT = "development"
@@ -91,6 +92,13 @@ def _regions(value: str) -> tuple[str, ...]:
     return codes
 
 
+def _rate_limit(value: str) -> str:
+    """A Flask-Limiter limit string such as "30 per minute" or "5/minute; 10/hour"."""
+    if not all(item.amount > 0 for item in parse_many(value)):
+        raise ValueError("every limit needs an amount above 0")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Typed service settings; build with `Settings.from_env()`."""
@@ -130,6 +138,12 @@ class Settings:
     worker_metrics_port: int | None = None
     # Phones outside these regions get no SMS (empty: `default_region` alone).
     sms_allowed_regions: tuple[str, ...] = ()
+    sms_rate_limit: str = "30 per minute"  # per caller, of the mutations that send an SMS
+    # Per username, counting attempts since its last success: far below Keycloak's lockout
+    # at 30 failures. Per client address, counting every attempt, across usernames.
+    login_rate_limit: str = "5 per minute; 10 per hour"
+    login_address_rate_limit: str = "30 per minute; 300 per hour"
+    rate_limit_prefix: str = "rate-limits"
 
     @property
     def is_production(self) -> bool:
@@ -230,4 +244,8 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("SENTRY_DSN", "sentry_dsn", _http_url),
     ("WORKER_METRICS_PORT", "worker_metrics_port", _positive_int),
     ("SMS_ALLOWED_REGIONS", "sms_allowed_regions", _regions),
+    ("SMS_RATE_LIMIT", "sms_rate_limit", _rate_limit),
+    ("LOGIN_RATE_LIMIT", "login_rate_limit", _rate_limit),
+    ("LOGIN_ADDRESS_RATE_LIMIT", "login_address_rate_limit", _rate_limit),
+    ("RATE_LIMIT_PREFIX", "rate_limit_prefix", str),
 )

@@ -8,7 +8,7 @@ from ariadne import MutationType
 from graphql import GraphQLResolveInfo
 
 from models import customers, notifications, orders
-from web.resolvers.common import mutation, payload, settings_of
+from web.resolvers.common import count_sms, mutation, payload, settings_of
 
 mutation_type = MutationType()
 
@@ -42,6 +42,7 @@ def resolve_update_customer(_, info: GraphQLResolveInfo, id: str, input: dict[st
 
 @mutation_type.field("createOrder")
 def resolve_create_order(_, info: GraphQLResolveInfo, input: dict[str, Any]):
+    count_sms(info)
     fields = dict(input)
     fields["details"] = fields.pop("order_details", None)
     settings = settings_of(info)
@@ -63,6 +64,7 @@ def resolve_create_order(_, info: GraphQLResolveInfo, input: dict[str, Any]):
 
 @mutation_type.field("confirmOrder")
 def resolve_confirm_order(_, info: GraphQLResolveInfo, order_id: str):
+    count_sms(info)
     order, errors = mutation(
         orders.confirm_order, info, order_id=order_id, company=settings_of(info).company_name
     )
@@ -71,6 +73,7 @@ def resolve_confirm_order(_, info: GraphQLResolveInfo, order_id: str):
 
 @mutation_type.field("cancelOrder")
 def resolve_cancel_order(_, info: GraphQLResolveInfo, order_id: str, reason: str | None = None):
+    count_sms(info)
     order, errors = mutation(
         orders.cancel_order,
         info,
@@ -83,5 +86,6 @@ def resolve_cancel_order(_, info: GraphQLResolveInfo, order_id: str, reason: str
 
 @mutation_type.field("resendNotification")
 def resolve_resend_notification(_, info: GraphQLResolveInfo, id: str):
+    count_sms(info)
     notification, errors = mutation(notifications.resend, info, notification_id=id)
     return payload("notification", notification, errors, "Notification queued again.")
