@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -84,13 +85,15 @@ def create_customer(
     email: str | None = None,
     code: str | None = None,
     region: str = "KE",
+    allowed_regions: Collection[str] = (),
 ) -> Customer:
-    """Create a customer (admins only); the code is generated when not given."""
+    """Create a customer (admins only); the code is generated when not given. A phone must be
+    of `allowed_regions` (default: `region` alone), the only ones that get an SMS."""
     _require_admin(actor)
     errors = ErrorCollector()
     values = {
         "name": clean_text(errors, "name", name, limit=MAX_NAME, required=True),
-        "phone": clean_phone(errors, "phone", phone, region),
+        "phone": clean_phone(errors, "phone", phone, region, allowed_regions or (region,)),
         "email": clean_email(errors, "email", email),
     }
     code = clean_text(errors, "code", code, limit=MAX_CODE)
@@ -109,14 +112,16 @@ def update_customer(
     phone: object = UNSET,
     email: object = UNSET,
     region: str = "KE",
+    allowed_regions: Collection[str] = (),
 ) -> Customer:
-    """Change a customer's name, phone or e-mail (its own record, or any for an admin)."""
+    """Change a customer's name, phone or e-mail (its own record, or any for an admin); a
+    phone as in `create_customer`."""
     customer = get_customer(session, actor=actor, customer_id=customer_id)
     errors = ErrorCollector()
     if name is not UNSET:
         customer.name = clean_text(errors, "name", name, limit=MAX_NAME, required=True)
     if phone is not UNSET:
-        customer.phone = clean_phone(errors, "phone", phone, region)
+        customer.phone = clean_phone(errors, "phone", phone, region, allowed_regions or (region,))
     if email is not UNSET:
         customer.email = clean_email(errors, "email", email)
     errors.raise_if_any()
@@ -181,18 +186,21 @@ def provision_customer(
     email: object,
     phone: object,
     region: str = "KE",
+    allowed_regions: Collection[str] = (),
 ) -> Customer:
     """The customer for an OIDC subject, created on first sight and kept in step with its
     claims. Concurrent first requests create one customer: the loser of the INSERT race waits
     for the winner's commit, then finds its row.
 
     A field follows its claim only when the claim itself changes, so an edit made through
-    `updateCustomer` stays until the identity provider says something new."""
+    `updateCustomer` stays until the identity provider says something new. A phone outside
+    `allowed_regions` (default: `region` alone) is a claim we cannot use."""
     errors = ErrorCollector()  # claims we cannot use are dropped, never fatal
+    allowed = allowed_regions or (region,)
     claims = {
         "name": clean_text(errors, "name", _claim(name), limit=MAX_NAME),
         "email": clean_email(errors, "email", _claim(email)),
-        "phone": clean_phone(errors, "phone", _claim(phone), region),
+        "phone": clean_phone(errors, "phone", _claim(phone), region, allowed),
     }
     customer = session.scalars(select(Customer).where(Customer.oidc_subject == subject)).first()
     if customer is None:

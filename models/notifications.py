@@ -8,6 +8,7 @@ Every change is a conditional UPDATE, so a repeated task or callback changes not
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -39,7 +40,7 @@ from models.actors import Actor
 from models.db import Timestamp, UUIDPrimaryKey, db
 from models.errors import DomainError, ErrorCode
 from models.pagination import Page, paginate
-from models.validation import normalize_phone, parse_uuid
+from models.validation import normalize_phone, outside_regions, parse_uuid
 
 if TYPE_CHECKING:
     from models.orders import Order
@@ -420,9 +421,18 @@ def mark_failed(session: Session, notification: Notification, *, error: str) -> 
     )
 
 
-def sendable_phone(notification: Notification, region: str) -> str | None:
-    """The E.164 number to send to, or None if the row has no valid one."""
-    return normalize_phone(notification.phone, region) if notification.phone else None
+def sendable_phone(
+    notification: Notification, region: str, allowed: Collection[str]
+) -> tuple[str | None, str | None]:
+    """(the E.164 number to send to, None), or (None, why no SMS may go out). Asked right
+    before each send: a row written before SMS_ALLOWED_REGIONS changed, or a phone stored by
+    older code, must not reach the gateway."""
+    phone = normalize_phone(notification.phone, region) if notification.phone else None
+    if phone is None:
+        return None, "the customer has no valid phone number"
+    if refusal := outside_regions(phone, allowed):
+        return None, f"not sent: the phone is {refusal} (SMS_ALLOWED_REGIONS)"
+    return phone, None
 
 
 def due_for_sweep(session: Session, *, grace: timedelta, limit: int) -> list[uuid.UUID]:

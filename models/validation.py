@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Collection
 from decimal import Decimal, InvalidOperation
 
 import phonenumbers
@@ -49,6 +50,16 @@ def normalize_phone(raw: str, region: str) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def outside_regions(phone: str, allowed: Collection[str]) -> str | None:
+    """Why no SMS may go to E.164 `phone`, or None when its region is one of `allowed`: an
+    SMS abroad costs the shop more, and premium numbers abroad are how SMS pumping pays."""
+    region = phonenumbers.region_code_for_number(phonenumbers.parse(phone))
+    if region in allowed:
+        return None
+    where = f"a number of {region}" if region and region != "001" else "not a number of a country"
+    return f"{where}, and SMS go only to {', '.join(allowed)}"
+
+
 def clean_text(
     errors: ErrorCollector,
     field: str,
@@ -79,14 +90,24 @@ def clean_text(
     return text
 
 
-def clean_phone(errors: ErrorCollector, field: str, value: str | None, region: str) -> str | None:
-    """Normalise a phone number to E.164 or record why it cannot be."""
+def clean_phone(
+    errors: ErrorCollector,
+    field: str,
+    value: str | None,
+    region: str,
+    allowed: Collection[str] | None = None,
+) -> str | None:
+    """Normalise a phone number to E.164 or record why it cannot be; with `allowed`, a number
+    outside those regions is refused too."""
     text = clean_text(errors, field, value, limit=40)
     if text is None:
         return None
     phone = normalize_phone(text, region)
     if phone is None:
         errors.add(field, ErrorCode.INVALID, f"{field} is not a valid phone number")
+    elif allowed is not None and (refusal := outside_regions(phone, allowed)):
+        errors.add(field, ErrorCode.INVALID, f"{field} is {refusal}")
+        return None
     return phone
 
 

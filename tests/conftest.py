@@ -34,6 +34,7 @@ REDIS_URL = os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
 # A queue of this run's own, so tasks never mix with another run's or a developer's worker.
 # Set before the Celery app reads celeryconfig, for tasks run in this process too.
 QUEUE = os.environ["CELERY_QUEUE"] = f"orders-test-{uuid.uuid4().hex[:8]}"
+SUITE_RATE_LIMIT = "100000 per minute"
 
 
 def _admin_dsn(url: str) -> str:
@@ -58,7 +59,8 @@ def database_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session", autouse=True)
 def _forget_test_queue() -> Iterator[None]:
-    """Leave nothing of this run's queues in Redis (the lists and kombu's bindings)."""
+    """Leave nothing of this run's queues in Redis (the lists, kombu's bindings and the rate
+    limits' counters)."""
     yield
     client = redis.Redis.from_url(REDIS_URL)
     leftovers = client.keys(f"*{QUEUE}*")
@@ -87,6 +89,12 @@ def settings(database_url: str, idp: Any) -> Settings:
         oidc_issuer=idp.issuer,
         oidc_client_id="customer_api",
         oidc_client_secret="test-secret",
+        # Rate limits count under this run's name, which the cleanup deletes; the suite's
+        # few users send more than a real caller would. tests/attacks/ holds the defaults.
+        rate_limit_prefix=f"{QUEUE}-limits",
+        sms_rate_limit=SUITE_RATE_LIMIT,
+        login_rate_limit=SUITE_RATE_LIMIT,
+        login_address_rate_limit=SUITE_RATE_LIMIT,
     )
 
 

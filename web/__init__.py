@@ -73,12 +73,13 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
             ping_when_idle(engine)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), compare_type=True)
 
-    from web import auth, callbacks, commands, graphql, health, metrics
+    from web import auth, callbacks, commands, graphql, health, metrics, rate_limits
     from worker import outbox
 
     outbox.init_app(app, settings.redis_url, settings.celery_queue)
     app.extensions["graphql"] = graphql.GraphQLService(settings)
     auth.init_app(app, settings)
+    rate_limits.init_app(app, settings)
     app.register_blueprint(graphql.blueprint)
     health.init_app(app, settings.redis_url)
     metrics.init_app(app, settings)

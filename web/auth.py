@@ -74,6 +74,7 @@ class Auth:
             email=claims.get("email"),
             phone=claims.get("phone_number"),
             region=self.settings.default_region,
+            allowed_regions=self.settings.allowed_regions,
         )
         return Actor(
             subject=claims["sub"],

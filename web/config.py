@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+import phonenumbers
 from dotenv import dotenv_values
+from limits import parse_many
 from zxcvbn import zxcvbn
 
 PRODUCTION = "production"
@@ -203,6 +205,27 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _region(value: str) -> str:
+    code = value.strip().upper()
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"{value!r} is not a region code such as KE, UG or TZ")
+    return code
+
+
+def _regions(value: str) -> tuple[str, ...]:
+    codes = tuple(dict.fromkeys(_region(code) for code in value.split(",") if code.strip()))
+    if not codes:
+        raise ValueError("expected region codes separated by commas, e.g. KE,UG")
+    return codes
+
+
+def _rate_limit(value: str) -> str:
+    """A Flask-Limiter limit string such as "30 per minute" or "5/minute; 10/hour"."""
+    if not all(item.amount > 0 for item in parse_many(value)):
+        raise ValueError("every limit needs an amount above 0")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Typed service settings; build with `Settings.from_env()`."""
@@ -242,10 +265,23 @@ class Settings:
     metrics_dir: str | None = None
     sentry_dsn: str | None = None
     worker_metrics_port: int | None = None
+    # Phones outside these regions get no SMS (empty: `default_region` alone).
+    sms_allowed_regions: tuple[str, ...] = ()
+    sms_rate_limit: str = "30 per minute"  # per caller, of the mutations that send an SMS
+    # Per username, counting attempts since its last success: far below Keycloak's lockout
+    # at 30 failures. Per client address, counting every attempt, across usernames.
+    login_rate_limit: str = "5 per minute; 10 per hour"
+    login_address_rate_limit: str = "30 per minute; 300 per hour"
+    rate_limit_prefix: str = "rate-limits"
 
     @property
     def is_production(self) -> bool:
         return self.env == PRODUCTION
+
+    @property
+    def allowed_regions(self) -> tuple[str, ...]:
+        """The regions whose phones may get an SMS."""
+        return self.sms_allowed_regions or (self.default_region,)
 
     @property
     def audience(self) -> str:
@@ -332,7 +368,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("COMPANY_NAME", "company_name", str),
     ("FLOWER_BASIC_AUTH", "flower_basic_auth", str),
     ("METRICS_TOKEN", "metrics_token", str),
-    ("DEFAULT_PHONE_REGION", "default_region", str),
+    ("DEFAULT_PHONE_REGION", "default_region", _region),
     ("DEFAULT_CURRENCY", "default_currency", str),
     ("GRAPHQL_MAX_DEPTH", "graphql_max_depth", _positive_int),
     ("GRAPHQL_MAX_TOKENS", "graphql_max_tokens", _positive_int),
@@ -347,4 +383,9 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("PROMETHEUS_MULTIPROC_DIR", "metrics_dir", str),
     ("SENTRY_DSN", "sentry_dsn", _http_url),
     ("WORKER_METRICS_PORT", "worker_metrics_port", _positive_int),
+    ("SMS_ALLOWED_REGIONS", "sms_allowed_regions", _regions),
+    ("SMS_RATE_LIMIT", "sms_rate_limit", _rate_limit),
+    ("LOGIN_RATE_LIMIT", "login_rate_limit", _rate_limit),
+    ("LOGIN_ADDRESS_RATE_LIMIT", "login_address_rate_limit", _rate_limit),
+    ("RATE_LIMIT_PREFIX", "rate_limit_prefix", str),
 )

@@ -156,13 +156,13 @@ def _attempt(sender: SmsSender, notification: Notification, settings: Settings) 
     """One send of a claimed notification (in a thread of its own when it has siblings). It
     never raises: what one message ran into must not cost its batch the others' outcomes."""
     request_id_var.set(notification.request_id)
-    phone = sendable_phone(notification, settings.default_region)
+    phone, refusal = sendable_phone(notification, settings.default_region, settings.allowed_regions)
     if phone is None:
         return SendResult(
             outcome=Outcome.PERMANENT,
             started_at=notification.updated_at,
             duration_ms=0,
-            error="the customer has no valid phone number",
+            error=refusal,
         )
     started = datetime.now(UTC)
     try:

@@ -11,6 +11,7 @@ from models.actors import Actor
 from models.db import READS_ONLY, commit_each_statement, db, has_written
 from models.errors import DomainError, ErrorCode, FieldError
 from web.config import Settings
+from web.rate_limits import rate_limits
 
 T = TypeVar("T")
 
@@ -44,6 +45,12 @@ def actor_of(info: GraphQLResolveInfo) -> Actor:
 
 def settings_of(info: GraphQLResolveInfo) -> Settings:
     return info.context["settings"]
+
+
+def count_sms(info: GraphQLResolveInfo) -> None:
+    """Count a mutation that sends an SMS against its caller's SMS_RATE_LIMIT, before it does
+    anything: past the limit, RATE_LIMITED and no order, no SMS."""
+    rate_limits().count_sms(actor_of(info).subject)
 
 
 def query(

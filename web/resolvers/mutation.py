@@ -8,26 +8,33 @@ from ariadne import MutationType
 from graphql import GraphQLResolveInfo
 
 from models import customers, notifications, orders
-from web.resolvers.common import mutation, payload, settings_of
+from web.resolvers.common import count_sms, mutation, payload, settings_of
 
 mutation_type = MutationType()
 
 
 @mutation_type.field("createCustomer")
 def resolve_create_customer(_, info: GraphQLResolveInfo, input: dict[str, Any]):
+    settings = settings_of(info)
     customer, errors = mutation(
-        customers.create_customer, info, region=settings_of(info).default_region, **input
+        customers.create_customer,
+        info,
+        region=settings.default_region,
+        allowed_regions=settings.allowed_regions,
+        **input,
     )
     return payload("customer", customer, errors, "Customer created!")
 
 
 @mutation_type.field("updateCustomer")
 def resolve_update_customer(_, info: GraphQLResolveInfo, id: str, input: dict[str, Any]):
+    settings = settings_of(info)
     customer, errors = mutation(
         customers.update_customer,
         info,
         customer_id=id,
-        region=settings_of(info).default_region,
+        region=settings.default_region,
+        allowed_regions=settings.allowed_regions,
         **input,
     )
     return payload("customer", customer, errors, "Customer updated!")
@@ -35,6 +42,7 @@ def resolve_update_customer(_, info: GraphQLResolveInfo, id: str, input: dict[st
 
 @mutation_type.field("createOrder")
 def resolve_create_order(_, info: GraphQLResolveInfo, input: dict[str, Any]):
+    count_sms(info)
     fields = dict(input)
     fields["details"] = fields.pop("order_details", None)
     settings = settings_of(info)
@@ -56,6 +64,7 @@ def resolve_create_order(_, info: GraphQLResolveInfo, input: dict[str, Any]):
 
 @mutation_type.field("confirmOrder")
 def resolve_confirm_order(_, info: GraphQLResolveInfo, order_id: str):
+    count_sms(info)
     order, errors = mutation(
         orders.confirm_order, info, order_id=order_id, company=settings_of(info).company_name
     )
@@ -64,6 +73,7 @@ def resolve_confirm_order(_, info: GraphQLResolveInfo, order_id: str):
 
 @mutation_type.field("cancelOrder")
 def resolve_cancel_order(_, info: GraphQLResolveInfo, order_id: str, reason: str | None = None):
+    count_sms(info)
     order, errors = mutation(
         orders.cancel_order,
         info,
@@ -76,5 +86,6 @@ def resolve_cancel_order(_, info: GraphQLResolveInfo, order_id: str, reason: str
 
 @mutation_type.field("resendNotification")
 def resolve_resend_notification(_, info: GraphQLResolveInfo, id: str):
+    count_sms(info)
     notification, errors = mutation(notifications.resend, info, notification_id=id)
     return payload("notification", notification, errors, "Notification queued again.")

@@ -12,6 +12,7 @@ from models.customers import Customer
 from models.db import db, has_written
 from web.auth import current_auth
 from web.identity import UNAVAILABLE, GrantResult
+from web.rate_limits import rate_limits
 from web.resolvers.common import actor_of
 from web.tokens import InvalidToken
 
@@ -73,7 +74,14 @@ def resolve_login(_, _info: GraphQLResolveInfo, input: dict[str, str]):
     provider = _provider()
     if provider is None:
         return login_payload(GrantResult(False, UNAVAILABLE))
-    return login_payload(provider.password_grant(input["username"], input["password"]))
+    # Guesses past the limits never reach the provider, whose own lockout would shut the
+    # user out of every client.
+    limits = rate_limits()
+    limits.count_login(input["username"])
+    result = provider.password_grant(input["username"], input["password"])
+    if result.success:
+        limits.login_succeeded()
+    return login_payload(result)
 
 
 @session_mutations.field("refreshToken")

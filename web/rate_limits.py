@@ -1,0 +1,165 @@
+"""Rate limits on what a caller can spend of someone else's: the shop's SMS budget (mutations
+that send an SMS, per caller) and a user's sign-in (login attempts per username and per client
+address, checked before the identity provider hears of them).
+
+Flask-Limiter counts in the service's Redis, shared by every process; while Redis is down each
+process counts in its own memory (Flask-Limiter's fallback), so limits hold and requests go on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import math
+import time
+
+from flask import Flask, current_app, g
+from flask_limiter import Limiter, RateLimitExceeded, RequestLimit
+from flask_limiter.util import get_remote_address
+from graphql import GraphQLError
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from web.config import Settings
+
+log = logging.getLogger(__name__)
+
+# A check must never wait long on a dead Redis: one short try, then the in-memory fallback.
+REDIS_TIMEOUT = 0.25
+RATE_LIMITED = "RATE_LIMITED"
+
+
+class RateLimitedError(GraphQLError):
+    """Too many requests of one kind; `retryAfter` says in how many seconds to try again."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(
+            f"{message}; try again in {retry_after} s.",
+            extensions={"code": RATE_LIMITED, "retryAfter": retry_after},
+        )
+
+
+def client_address() -> str:
+    """The caller's address as the limits key it (`request.remote_addr`, which a trusted
+    proxy's ProxyFix sets): an IPv6 caller by its /64, since one subscriber holds them all."""
+    address = get_remote_address()
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
+
+
+def username_key(username: str) -> str:
+    """A username as the limits key it: as the provider matches it (case-insensitive), hashed
+    so neither Redis nor a log line holds what someone typed (perhaps a password)."""
+    return hashlib.sha256(username.strip().casefold().encode()).hexdigest()[:32]
+
+
+def _storage_uri(redis_url: str) -> str:
+    # `limits` names a Unix socket redis+unix://; redis:// and rediss:// it takes as they are.
+    return "redis+" + redis_url if redis_url.startswith("unix://") else redis_url
+
+
+class RateLimits:
+    """The limits of one app. Each limit is checked on its own line below: Flask-Limiter
+    registers a limit used as a context manager under the line that enters it."""
+
+    def __init__(self, app: Flask, settings: Settings) -> None:
+        self.limiter = Limiter(
+            key_func=get_remote_address,
+            storage_uri=_storage_uri(settings.redis_url),
+            storage_options={
+                "key_prefix": settings.rate_limit_prefix,
+                "socket_connect_timeout": REDIS_TIMEOUT,
+                "socket_timeout": REDIS_TIMEOUT,
+                "retry": Retry(NoBackoff(), 0),  # type: ignore[dict-item]
+            },
+            # Counts a window's worth of requests in two keys, however high the limit, and
+            # without the burst of twice the limit that fixed windows allow at their edge.
+            strategy="sliding-window-counter",
+            in_memory_fallback_enabled=True,
+        )
+        self.limiter.init_app(app)
+        self._sms = self.limiter.shared_limit(
+            settings.sms_rate_limit, scope="sms", key_func=lambda: g.rate_limit_caller
+        )
+        self._login_address = self.limiter.shared_limit(
+            settings.login_address_rate_limit, scope="login-address", key_func=client_address
+        )
+        self._login_username = self.limiter.shared_limit(
+            settings.login_rate_limit, scope="login-username", key_func=lambda: g.login_username
+        )
+
+    def count_sms(self, caller: str) -> None:
+        """Count one SMS-sending mutation of `caller` (a subject); RateLimitedError once it
+        has used SMS_RATE_LIMIT."""
+        g.rate_limit_caller = caller
+        try:
+            with self._sms:  # entering counts one; past the limit it raises
+                pass
+        except RateLimitExceeded as exceeded:
+            who = f"caller {caller}"
+            raise self._refused(exceeded, who, "Too many orders and order changes") from None
+
+    def count_login(self, username: str) -> None:
+        """Count one sign-in attempt for `username` from this address; RateLimitedError, and
+        no call to the identity provider, past LOGIN_ADDRESS_RATE_LIMIT or LOGIN_RATE_LIMIT."""
+        g.login_username = username_key(username)
+        try:
+            with self._login_address:
+                pass
+        except RateLimitExceeded as exceeded:
+            who = f"address {client_address()}"
+            raise self._refused(exceeded, who, "Too many sign-in attempts") from None
+        try:
+            with self._login_username:
+                pass
+        except RateLimitExceeded as exceeded:
+            who = f"username #{g.login_username[:8]}"
+            raise self._refused(exceeded, who, "Too many sign-in attempts") from None
+        g.login_username_limits = list(self.limiter.current_limits)
+
+    def login_succeeded(self) -> None:
+        """Forget the username's earlier attempts, as the provider forgets its failures on a
+        success: only failures in a row count against a user."""
+        for checked in g.pop("login_username_limits", ()):
+            try:
+                checked.limiter.clear(checked.limit, *checked.request_args)
+            except RedisError as error:  # the next check falls back to memory
+                log.warning("could not reset a login limit: %s", error)
+
+    def _refused(self, exceeded: RateLimitExceeded, who: str, message: str) -> GraphQLError:
+        log.warning("rate limited: %s, %s of %s", who, exceeded.limit.limit, exceeded.limit.scope)
+        return RateLimitedError(message, _retry_after(self.limiter.current_limit, exceeded))
+
+    def close(self) -> None:
+        """Close the connections to Redis (tests build many apps)."""
+        connection = getattr(self.limiter.storage, "storage", None)
+        if connection is not None:
+            connection.close()
+
+
+def _retry_after(breached: RequestLimit | None, exceeded: RateLimitExceeded) -> int:
+    """Whole seconds until the breached limit lets one more request through."""
+    try:
+        reset_at = breached.window.reset_time if breached else None
+    except RedisError:
+        reset_at = None
+    if reset_at is None:
+        return int(exceeded.limit.limit.get_expiry())
+    return max(1, math.ceil(reset_at - time.time()))
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    app.extensions["rate_limits"] = RateLimits(app, settings)
+
+
+def rate_limits() -> RateLimits:
+    return current_app.extensions["rate_limits"]
