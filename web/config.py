@@ -76,6 +76,13 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("expected a whole number, 0 or more")
+    return number
+
+
 @dataclass(frozen=True)
 class Settings:
     """Typed service settings; build with `Settings.from_env()`."""
@@ -113,6 +120,8 @@ class Settings:
     metrics_dir: str | None = None
     sentry_dsn: str | None = None
     worker_metrics_port: int | None = None
+    # Proxies in front whose X-Forwarded-For/-Proto are believed (Heroku's router: 1).
+    trusted_proxies: int = 0
 
     @property
     def is_production(self) -> bool:
@@ -207,4 +216,5 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("PROMETHEUS_MULTIPROC_DIR", "metrics_dir", str),
     ("SENTRY_DSN", "sentry_dsn", _http_url),
     ("WORKER_METRICS_PORT", "worker_metrics_port", _positive_int),
+    ("TRUSTED_PROXIES", "trusted_proxies", _count),
 )

@@ -34,7 +34,7 @@ from graphql.validation import ASTValidationRule, ValidationContext, specified_r
 from sqlalchemy.exc import SQLAlchemyError
 
 from models.db import db
-from web import sentry
+from web import security, sentry
 from web.config import Settings
 from web.logs import operation_var, request_id_var
 from web.resolvers import bindables
@@ -305,10 +305,10 @@ def service() -> GraphQLService:
 
 @blueprint.get("/graphql")
 @blueprint.get("/graphql/")
-def explorer() -> Response | tuple[str, int]:
+def explorer() -> Response:
     if service().settings.is_production:
         return error_response(405, "Send GraphQL requests as POST with a JSON body.", "BAD_REQUEST")
-    return service().explorer.html(request), 200
+    return security.graphiql_response(service().explorer.html(request))
 
 
 @blueprint.post("/graphql")
