@@ -40,7 +40,11 @@ logger_class = "web.access_log.JsonAccessLogger"
 errorlog = "-"
 # No runtime control socket: it would live under $HOME, read-only in containers.
 control_socket_disable = True
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# Which proxies' X-Forwarded-* to believe is the app's setting, TRUSTED_PROXIES (werkzeug's
+# ProxyFix): gunicorn itself lets no peer's headers change the scheme or the environment, or
+# a client on one of its forwarded_allow_ips (127.0.0.1 by default) could claim TLS.
+secure_scheme_headers: dict[str, str] = {}
+forwarder_headers = ""
 
 
 def pre_fork(server, worker):

@@ -2,8 +2,8 @@
 
 gunicorn's own logger fills a table of every request header, response header and environ
 variable for each request, so that `access_log_format` may name any of them; under load that
-was about 5 % of a web worker's time, for the five fields this log carries. This one writes
-those five, escaped as JSON (a path holding a quote stays one valid line). The path is logged
+was about 5 % of a web worker's time, for the few fields this log carries. This one writes
+those few, escaped as JSON (a path holding a quote stays one valid line). The path is logged
 without its query string (the delivery callback carries its secret there), and masked as the
 app's own lines are (`web.logs.scrub`).
 """
@@ -23,7 +23,7 @@ _REQUEST_ID = REQUEST_ID_HEADER.lower()
 
 
 class JsonAccessLogger(Logger):
-    """gunicorn's logger (`logger_class`), with an access line of five JSON fields."""
+    """gunicorn's logger (`logger_class`), with an access line of a few JSON fields."""
 
     def access(self, resp: Any, req: Any, environ: dict, request_time: timedelta) -> None:
         if not self.access_log_enabled:
@@ -51,5 +51,8 @@ def access_line(resp: Any, environ: dict, request_time: timedelta) -> str:
             "status": status,
             "duration_ms": round(request_time.total_seconds() * 1000, 1),
             "request_id": request_id,
+            # The client's address as the app saw it: behind TRUSTED_PROXIES proxies, the one
+            # the outermost of them saw connect (ProxyFix rewrote this same environment).
+            "client": environ.get("REMOTE_ADDR"),
         }
     )

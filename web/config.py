@@ -226,6 +226,13 @@ def _rate_limit(value: str) -> str:
     return value
 
 
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("expected a whole number, 0 or more")
+    return number
+
+
 @dataclass(frozen=True)
 class Settings:
     """Typed service settings; build with `Settings.from_env()`."""
@@ -273,6 +280,8 @@ class Settings:
     login_rate_limit: str = "5 per minute; 10 per hour"
     login_address_rate_limit: str = "30 per minute; 300 per hour"
     rate_limit_prefix: str = "rate-limits"
+    # Proxies in front whose X-Forwarded-For/-Proto are believed (Heroku's router: 1).
+    trusted_proxies: int = 0
 
     @property
     def is_production(self) -> bool:
@@ -388,4 +397,5 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("LOGIN_RATE_LIMIT", "login_rate_limit", _rate_limit),
     ("LOGIN_ADDRESS_RATE_LIMIT", "login_address_rate_limit", _rate_limit),
     ("RATE_LIMIT_PREFIX", "rate_limit_prefix", str),
+    ("TRUSTED_PROXIES", "trusted_proxies", _count),
 )

@@ -25,7 +25,7 @@ from graphql.validation import specified_rules, validate
 from sqlalchemy.exc import SQLAlchemyError
 
 from models.db import db
-from web import json_body, metrics, sentry
+from web import json_body, metrics, security, sentry
 from web.config import Settings
 from web.document_limits import Measurements, bracket_nesting, cost, measure, merged_pairs
 from web.logs import operation_var, request_id_var
@@ -256,10 +256,10 @@ def service() -> GraphQLService:
 
 @blueprint.get("/graphql")
 @blueprint.get("/graphql/")
-def explorer() -> Response | tuple[str, int]:
+def explorer() -> Response:
     if service().settings.is_production:
         return error_response(405, "Send GraphQL requests as POST with a JSON body.", "BAD_REQUEST")
-    return service().explorer.html(request), 200
+    return security.graphiql_response(service().explorer.html(request))
 
 
 @blueprint.post("/graphql")

@@ -70,7 +70,8 @@ def configure(level: str = "INFO") -> None:
 
 def _start_request() -> None:
     given = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = given if VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
+    # fullmatch: `$` alone would let an id end in a line feed.
+    g.request_id = given if VALID_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
     request_id_var.set(g.request_id)
     operation_var.set(None)
     subject_var.set(None)
@@ -81,7 +82,18 @@ def _finish_request(response: Response) -> Response:
     return response
 
 
+def _end_request(_error: BaseException | None) -> None:
+    # A thread serves request after request: what this one set must not label the lines the
+    # thread logs before the next one starts.
+    request_id_var.set(None)
+    operation_var.set(None)
+    subject_var.set(None)
+
+
 def init_app(app: Flask) -> None:
     """Give every request an id, returned in `X-Request-ID` and stamped on its log lines."""
     app.before_request_funcs.setdefault(None, []).insert(0, _start_request)
     app.after_request(_finish_request)
+    # Teardown functions run last-registered first: this one, registered before the other
+    # extensions', runs after theirs, whose lines still carry the id.
+    app.teardown_request(_end_request)
