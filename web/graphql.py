@@ -285,17 +285,12 @@ def execute() -> Response:
         response.status_code = 400
         return response
 
+    operation_var.set(service().operation_name(data))
+    g.graphql_root_field = service().metrics_label(data)
     session = db.session()
-    try:
-        operation_var.set(service().operation_name(data))
-        g.graphql_root_field = service().metrics_label(data)
-        session.info["request_id"] = request_id_var.get()
-        context = {"request": request, "actor": g.get("actor"), "settings": service().settings}
-        result = service().execute(data, context)
-    except RecursionError:
-        # graphql-core parses recursively: a few hundred nested brackets, well within the
-        # token limit, run out of stack before any rule can look at them. Nothing executed.
-        return error_response(400, "The document is nested too deeply.", "BAD_REQUEST")
+    session.info["request_id"] = request_id_var.get()
+    context = {"request": request, "actor": g.get("actor"), "settings": service().settings}
+    result = service().execute(data, context)
     try:
         session.commit()
     except SQLAlchemyError:

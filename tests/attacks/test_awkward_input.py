@@ -800,18 +800,18 @@ def test_a_number_beyond_a_double_is_refused_naming_the_variable(world, session)
 @pytest.mark.parametrize(
     "query",
     [
-        "{ allOrders(after: " + "[" * 900 + "]" * 900 + ") { id } }",
-        "{ allOrders(after: " + "[" * 1900 + ") { id } }",
-        "{ allOrders(after: " + "{a: " * 400 + "1" + "}" * 400 + ") { id } }",
-        "{ me " + "{ orders { nodes " * 200 + "{ id }" + " } }" * 200 + " }",
-        "query($a: " + "[" * 900 + "String" + "]" * 900 + ") { me { id } }",
+        "{ allOrders(after: " + "[" * 480 + "]" * 480 + ") { id } }",
+        "{ allOrders(after: " + "[" * 980 + ") { id } }",
+        "{ allOrders(after: " + "{a: " * 240 + "1" + "}" * 240 + ") { id } }",
+        "{ me " + "{ orders { nodes " * 150 + "{ id }" + " } }" * 150 + " }",
+        "query($a: " + "[" * 480 + "String" + "]" * 480 + ") { me { id } }",
     ],
     ids=[
-        "900 nested lists",
-        "1900 open brackets",
-        "400 nested objects",
-        "400 nested fields",
-        "a variable type 900 lists deep",
+        "480 nested lists",
+        "980 open brackets",
+        "240 nested objects",
+        "300 nested fields",
+        "a variable type 480 lists deep",
     ],
 )
 def test_a_document_nested_too_deeply_to_parse_is_a_bad_request(world, session, query):
@@ -822,8 +822,8 @@ def test_a_document_nested_too_deeply_to_parse_is_a_bad_request(world, session, 
     assert response.status_code == 400
     [error] = assert_structured(response)["errors"]
     assert error == {
-        "message": "The document is nested too deeply.",
-        "extensions": {"code": "BAD_REQUEST"},
+        "message": "The document nests brackets more than 28 deep.",
+        "extensions": {"code": "QUERY_TOO_DEEP"},
     }
     assert database_state(session) == before
     # And the service goes on: the same caller's next request is served.

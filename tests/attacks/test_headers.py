@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shlex
 import signal
 import socket
@@ -95,7 +96,7 @@ def _failing_view():
         ("delete", "/graphql", {}, 405),
         ("get", "/healthz", {}, 200),
         ("get", "/readyz", {}, 200),
-        ("get", "/metrics", {}, 200),
+        ("get", "/metrics", {}, 404),  # production without METRICS_TOKEN: no metrics
         ("post", "/callbacks/africastalking/delivery?key=guess", {"data": {"id": "x"}}, 403),
         ("get", "/no/such/page", {}, 404),
         ("get", "/test-only/fails", {}, 500),
@@ -425,7 +426,7 @@ def production_env(settings: Settings, idp: Any, tmp_path: Path) -> dict[str, st
         **inherited,
         "PATH": f"{ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}",
         "APP_ENV": "production",
-        "SECRET_KEY": "s" * 48,
+        "SECRET_KEY": secrets.token_hex(32),
         "DATABASE_URL": settings.database_url,
         # Production refuses the development default; this names the same server.
         "REDIS_URL": "redis://127.0.0.1:6379"
@@ -435,8 +436,8 @@ def production_env(settings: Settings, idp: Any, tmp_path: Path) -> dict[str, st
         "OIDC_ISSUER": idp.issuer,
         "OIDC_CLIENT_SECRET": "test-secret",
         "AT_API_KEY": "at-key-for-tests",
-        "AT_CALLBACK_SECRET": "cb-secret-for-tests",
-        "FLOWER_BASIC_AUTH": "ops:flower-pw-for-tests",
+        "AT_CALLBACK_SECRET": secrets.token_hex(32),
+        "FLOWER_BASIC_AUTH": f"ops:{secrets.token_urlsafe(16)}",
         "WEB_CONCURRENCY": "1",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
     }
