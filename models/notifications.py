@@ -40,7 +40,7 @@ from models.actors import Actor
 from models.db import Timestamp, UUIDPrimaryKey, db
 from models.errors import DomainError, ErrorCode
 from models.pagination import Page, paginate
-from models.validation import normalize_phone, outside_regions, parse_uuid
+from models.validation import normalize_phone, parse_uuid, sms_refusal
 
 if TYPE_CHECKING:
     from models.orders import Order
@@ -430,8 +430,8 @@ def sendable_phone(
     phone = normalize_phone(notification.phone, region) if notification.phone else None
     if phone is None:
         return None, "the customer has no valid phone number"
-    if refusal := outside_regions(phone, allowed):
-        return None, f"not sent: the phone is {refusal} (SMS_ALLOWED_REGIONS)"
+    if refusal := sms_refusal(phone, allowed):
+        return None, f"not sent: the phone is {refusal}"
     return phone, None
 
 

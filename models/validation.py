@@ -50,14 +50,27 @@ def normalize_phone(raw: str, region: str) -> str | None:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
-def outside_regions(phone: str, allowed: Collection[str]) -> str | None:
-    """Why no SMS may go to E.164 `phone`, or None when its region is one of `allowed`: an
-    SMS abroad costs the shop more, and premium numbers abroad are how SMS pumping pays."""
-    region = phonenumbers.region_code_for_number(phonenumbers.parse(phone))
-    if region in allowed:
-        return None
-    where = f"a number of {region}" if region and region != "001" else "not a number of a country"
-    return f"{where}, and SMS go only to {', '.join(allowed)}"
+# Numbers whose owner earns from the messages they receive: SMS pumping's payday.
+PREMIUM = {
+    phonenumbers.PhoneNumberType.PREMIUM_RATE: "a premium-rate number",
+    phonenumbers.PhoneNumberType.SHARED_COST: "a shared-cost number",
+}
+
+
+def sms_refusal(phone: str, allowed: Collection[str]) -> str | None:
+    """Why no SMS may go to E.164 `phone`, or None when it may: its region must be one of
+    `allowed` (an SMS abroad costs the shop more, and numbers abroad are how SMS pumping pays),
+    and it must not be a number that charges for what it receives."""
+    number = phonenumbers.parse(phone)
+    region = phonenumbers.region_code_for_number(number)
+    if region not in allowed:
+        where = (
+            f"a number of {region}" if region and region != "001" else "not a number of a country"
+        )
+        return f"{where}, and SMS go only to {', '.join(allowed)} (SMS_ALLOWED_REGIONS)"
+    if kind := PREMIUM.get(phonenumbers.number_type(number)):
+        return f"{kind}, which gets no SMS"
+    return None
 
 
 def clean_text(
@@ -105,7 +118,7 @@ def clean_phone(
     phone = normalize_phone(text, region)
     if phone is None:
         errors.add(field, ErrorCode.INVALID, f"{field} is not a valid phone number")
-    elif allowed is not None and (refusal := outside_regions(phone, allowed)):
+    elif allowed is not None and (refusal := sms_refusal(phone, allowed)):
         errors.add(field, ErrorCode.INVALID, f"{field} is {refusal}")
         return None
     return phone

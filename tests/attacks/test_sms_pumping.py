@@ -43,6 +43,7 @@ ABROAD = {
     "a mobile in Uganda": "+256712345678",
 }
 KENYAN = "+254733111222"
+KENYAN_PREMIUM = e164(phonenumbers.example_number_for_type("KE", PREMIUM))
 SMS_CAP = parse_many(SHIPPED.sms_rate_limit)[0].amount  # 30 a minute
 
 UPDATE_PHONE = """
@@ -112,6 +113,26 @@ def test_an_admin_cannot_create_a_customer_with_a_phone_abroad(shop, idp, sessio
 
     phone_refusal(result)
     assert row_counts(session) == before
+
+
+def test_a_premium_rate_number_at_home_is_refused_too(shop, idp, session):
+    jane = signed_in(shop, idp, "jane")
+
+    result = jane.execute(UPDATE_PHONE, {"id": JANE_SUB, "phone": KENYAN_PREMIUM})
+
+    assert "premium-rate number" in phone_refusal(result["updateCustomer"])["message"]
+    assert jane.execute(ME)["me"]["phone"] == JANE_PHONE
+
+
+def test_a_stored_premium_rate_number_at_home_is_never_sent(worker_app, gateway, session):
+    notification = make_notification(session, phone=KENYAN_PREMIUM)
+
+    outcome = run_send(session, notification.id)
+
+    row = fresh(session, notification.id)
+    assert (outcome, row.status) == ("permanent", NotificationStatus.FAILED)
+    assert row.last_error == "not sent: the phone is a premium-rate number, which gets no SMS"
+    assert gateway.requests == 0
 
 
 def test_a_kenyan_phone_is_still_taken(shop, idp, session):
@@ -223,7 +244,7 @@ def test_an_order_placed_before_the_regions_were_narrowed_sends_nothing_abroad(
     # Yesterday the shop also served the UK; today it serves Kenya only.
     yesterday = production(sms_allowed_regions=("KE", "GB"))
     admin = signed_in(yesterday, idp, "admin")
-    british = ABROAD["a premium-rate number in the UK"]
+    british = e164(phonenumbers.example_number_for_type("GB", phonenumbers.PhoneNumberType.MOBILE))
     customer = admin.execute(CREATE_CUSTOMER, {"phone": british})["createCustomer"]["customer"]
     order = admin.execute(CREATE_ORDER, {"input": {"price": "25", "customerId": customer["id"]}})
     notification = session.scalars(

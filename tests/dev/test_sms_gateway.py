@@ -216,13 +216,11 @@ def test_concurrent_requests_are_not_serialised(
     gateway.latency = 0.1
     numbers = [f"+2547110{i:05d}" for i in range(50)]
 
-    started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=50) as pool:
         statuses = list(pool.map(lambda n: post(server, to=n).status_code, numbers))
-    elapsed = time.perf_counter() - started
 
     assert statuses == [201] * 50
-    assert elapsed < 1, f"50 requests at 0.1 s latency took {elapsed:.2f} s"
+    # Served side by side: more than ten were inside their 0.1 s at the same moment.
     assert gateway.stats()["max_in_flight"] > 10
     assert sorted(m["to"] for m in gateway.messages) == numbers
 
