@@ -45,7 +45,7 @@ def test_an_empty_environment_gives_working_development_defaults():
     assert settings.default_region == "KE"
     assert settings.default_currency == "KES"
     assert settings.graphql_max_depth == 10
-    assert settings.graphql_max_tokens == 1000
+    assert settings.graphql_max_tokens == 800
     assert settings.max_body_bytes == 64 * 1024
 
 

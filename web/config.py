@@ -259,7 +259,7 @@ class Settings:
     default_region: str = "KE"
     default_currency: str = "KES"
     graphql_max_depth: int = 10
-    graphql_max_tokens: int = 1000
+    graphql_max_tokens: int = 800
     graphql_max_cost: int = 5000
     graphql_max_fields: int = 250
     max_body_bytes: int = 64 * 1024

@@ -33,6 +33,12 @@ from web.resolvers import bindables
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.graphql"
 DID_YOU_MEAN = re.compile(r"\s*Did you mean .*\?$")
+# Documents seen before are prepared once; only small ones are kept. Clients send the same
+# few documents of a few hundred characters, and a prepared document costs up to 300 times
+# its length in memory (a token with its location is about 600 bytes): whatever strangers
+# send, the cache holds at most about 20 MB.
+CACHED_DOCUMENT_CHARS = 1024
+CACHED_DOCUMENTS = 64
 # Validation stops after this many errors: each costs time, and a client fixes the first few.
 MAX_ERRORS = 20
 # A request runs one operation, but validation walks each operation of its document again for
@@ -83,10 +89,15 @@ class GraphQLService:
             self.static_rules += (IntrospectionDisabledRule,)
         # Brackets nest once per field level and a few more inside argument values.
         self.max_nesting = 2 * settings.graphql_max_depth + 8
-        # Each distinct document is parsed and checked against the static rules once; clients
-        # send the same few documents. Only the cost, which depends on variables, is per request.
-        # A refused document is kept too: asking again costs nothing.
-        self.prepare = lru_cache(maxsize=512)(self._prepare)
+        # Only the cost, which depends on variables, is checked per request.
+        self._prepare_cached = lru_cache(maxsize=CACHED_DOCUMENTS)(self._prepare)
+
+    def prepare(self, query: str) -> PreparedDocument:
+        """The document checked, from the cache when it is small (a refused one is kept too:
+        asking again costs nothing)."""
+        if len(query) <= CACHED_DOCUMENT_CHARS:
+            return self._prepare_cached(query)
+        return self._prepare(query)
 
     def _prepare(self, query: str) -> PreparedDocument:
         """Parse and check a document; a document refused before validation comes back with
@@ -94,7 +105,8 @@ class GraphQLService:
         try:
             return self._check(query)
         except GraphQLError as error:
-            return PreparedDocument(None, None, (error,))
+            # Kept without its traceback, whose frames hold the parser and all its tokens.
+            return PreparedDocument(None, None, (error.with_traceback(None),))
 
     def _check(self, query: str) -> PreparedDocument:
         """The checks, the cheap limits first: none takes more than time linear in the
@@ -144,11 +156,11 @@ class GraphQLService:
         errors = validate(self.schema, document, self.static_rules, max_errors=MAX_ERRORS)
         return PreparedDocument(document, measurements, tuple(errors))
 
-    def operation_name(self, data: dict[str, Any]) -> str | None:
+    def operation_name(self, data: dict[str, Any], prepared: PreparedDocument) -> str | None:
         """The operation a request names, or its document's only named operation."""
         if isinstance(data.get("operationName"), str):
             return data["operationName"][:100]
-        document = self.prepare(data["query"]).document
+        document = prepared.document
         if document is None:
             return None
         names = [
@@ -158,9 +170,9 @@ class GraphQLService:
         ]
         return names[0] if len(names) == 1 else None
 
-    def metrics_label(self, data: dict[str, Any]) -> str:
+    def metrics_label(self, data: dict[str, Any], prepared: PreparedDocument) -> str:
         """The request's `operation` label in the metrics: the root field it selects."""
-        document = self.prepare(data["query"]).document
+        document = prepared.document
         if document is None:
             return metrics.UNPARSED
         return metrics.operation_label(self.schema, document, data.get("operationName"))
@@ -212,8 +224,9 @@ class GraphQLService:
             formatted.setdefault("extensions", {})["exception"] = repr(original)
         return formatted
 
-    def execute(self, data: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-        prepared = self.prepare(data["query"])
+    def execute(
+        self, data: dict[str, Any], prepared: PreparedDocument, context: dict[str, Any]
+    ) -> dict[str, Any]:
         if prepared.document is None:
             return {"errors": [self.format_error(error) for error in prepared.errors]}
 
@@ -285,12 +298,13 @@ def execute() -> Response:
         response.status_code = 400
         return response
 
-    operation_var.set(service().operation_name(data))
-    g.graphql_root_field = service().metrics_label(data)
+    prepared = service().prepare(data["query"])
+    operation_var.set(service().operation_name(data, prepared))
+    g.graphql_root_field = service().metrics_label(data, prepared)
     session = db.session()
     session.info["request_id"] = request_id_var.get()
     context = {"request": request, "actor": g.get("actor"), "settings": service().settings}
-    result = service().execute(data, context)
+    result = service().execute(data, prepared, context)
     try:
         session.commit()
     except SQLAlchemyError:

@@ -800,18 +800,18 @@ def test_a_number_beyond_a_double_is_refused_naming_the_variable(world, session)
 @pytest.mark.parametrize(
     "query",
     [
-        "{ allOrders(after: " + "[" * 480 + "]" * 480 + ") { id } }",
-        "{ allOrders(after: " + "[" * 980 + ") { id } }",
-        "{ allOrders(after: " + "{a: " * 240 + "1" + "}" * 240 + ") { id } }",
-        "{ me " + "{ orders { nodes " * 150 + "{ id }" + " } }" * 150 + " }",
-        "query($a: " + "[" * 480 + "String" + "]" * 480 + ") { me { id } }",
+        "{ allOrders(after: " + "[" * 390 + "]" * 390 + ") { id } }",
+        "{ allOrders(after: " + "[" * 790 + ") { id } }",
+        "{ allOrders(after: " + "{a: " * 190 + "1" + "}" * 190 + ") { id } }",
+        "{ me " + "{ orders { nodes " * 120 + "{ id }" + " } }" * 120 + " }",
+        "query($a: " + "[" * 390 + "String" + "]" * 390 + ") { me { id } }",
     ],
     ids=[
-        "480 nested lists",
-        "980 open brackets",
-        "240 nested objects",
-        "300 nested fields",
-        "a variable type 480 lists deep",
+        "390 nested lists",
+        "790 open brackets",
+        "190 nested objects",
+        "240 nested fields",
+        "a variable type 390 lists deep",
     ],
 )
 def test_a_document_nested_too_deeply_to_parse_is_a_bad_request(world, session, query):

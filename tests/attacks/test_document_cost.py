@@ -98,8 +98,8 @@ def test_fragments_that_spread_each_other_are_refused_by_validation(stranger):
 @pytest.mark.parametrize(
     "document",
     [
-        "{" + "me {" * 300 + "id" + "}" * 301,
-        '{ customerByCode(code: "x", extra: ' + "[" * 480 + "]" * 480 + ") { id } }",
+        "{" + "me {" * 250 + "id" + "}" * 251,
+        '{ customerByCode(code: "x", extra: ' + "[" * 380 + "]" * 380 + ") { id } }",
     ],
     ids=["selections", "list-values"],
 )
