@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,13 @@ from dev.sms_gateway import FakeSmsGateway, RunningGateway
 from models.db import db
 from models.notifications import (
     OUTBOX_KEY,
+    AttemptOutcome,
     Notification,
     NotificationAttempt,
     NotificationKind,
+    NotificationStatus,
 )
+from models.sending import Claimed, Settlement, claim, settle
 from tests.factories import OrderFactory, OutboxMessage, enqueue
 from web import create_app
 from web.config import Settings
@@ -152,9 +156,9 @@ def make_notification(
     total: str = "1200.00",
     company: str = COMPANY,
 ) -> Notification:
-    """A QUEUED notification for a new order, committed in the test's session; its id is not
-    published (tests run the task themselves)."""
-    order = OrderFactory(unit_price=Decimal(total))
+    """A QUEUED notification for a new order of a customer whose phone is `phone`, committed
+    in the test's session; its id is not published (tests run the task themselves)."""
+    order = OrderFactory(unit_price=Decimal(total), customer__phone=phone)
     notification = enqueue(
         session,
         OutboxMessage(
@@ -194,6 +198,29 @@ def attempts_of(session: Any, notification_id: uuid.UUID | str) -> list[Notifica
             .order_by(NotificationAttempt.id)
         )
     )
+
+
+def claim_row(session: Any, notification_id: uuid.UUID | str) -> Claimed:
+    """The worker's claim of one QUEUED, due row, committed: SENDING, with an attempt open."""
+    (held,) = claim(
+        session, notification_ids=[uuid.UUID(str(notification_id))], lease=timedelta(minutes=1)
+    )
+    session.commit()
+    return held
+
+
+def settle_reply(
+    session: Any,
+    held: Claimed,
+    reply: Any,
+    outcome: AttemptOutcome = AttemptOutcome.ACCEPTED,
+    to: NotificationStatus = NotificationStatus.SENT,
+    retry_in: timedelta | None = None,
+) -> bool:
+    """What the worker records when a reply arrives, committed; whether the row moved."""
+    moved = settle(session, [Settlement(held, reply, outcome, to, retry_in)])
+    session.commit()
+    return held.notification.id in moved
 
 
 def set_row(session: Any, notification_id: uuid.UUID | str, assignments: str, **params: Any):

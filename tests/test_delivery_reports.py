@@ -19,23 +19,25 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from models.notifications import DeliveryReport, NotificationStatus, mark_sent_many
+from models.notifications import DeliveryReport, NotificationStatus
 from tests.sms_support import (  # noqa: F401 - fixtures, used by name
     CALLBACK_SECRET,
     DELIVERY_PATH,
     ROOT,
+    claim_row,
     committed_sms,
     fresh,
     gateway_server,
     make_notification,
     set_row,
+    settle_reply,
     sms_app,
     sms_settings,
 )
 from worker.senders import Outcome, SendResult
 
 
-def mark_sent(session, notification, *, message_id: str, cost: str | None) -> bool:
+def mark_sent(session, held, *, message_id: str, cost: str | None) -> bool:
     """What the worker records when the gateway took the message; whether the row moved."""
     reply = SendResult(
         outcome=Outcome.ACCEPTED,
@@ -44,7 +46,7 @@ def mark_sent(session, notification, *, message_id: str, cost: str | None) -> bo
         message_id=message_id,
         cost=cost,
     )
-    return notification.id in mark_sent_many(session, [(notification, reply)])
+    return settle_reply(session, held, reply)
 
 
 PHONE = "+254711000009"
@@ -318,15 +320,13 @@ def test_a_report_that_arrives_before_sent_is_recorded_is_applied_then(
     session, client, status, expected
 ):
     notification = make_notification(session, phone=PHONE)
-    set_row(session, notification.id, "status = 'SENDING', attempts = 1")
+    held = claim_row(session, notification.id)
     message_id = f"ATXid_{uuid.uuid4().hex}"
 
     assert post_report(client, message_id, status).status_code == 200
     assert fresh(session, notification.id).status == NotificationStatus.SENDING
 
-    claimed = fresh(session, notification.id)  # as the worker's claim returned it
-    assert mark_sent(session, claimed, message_id=message_id, cost="KES 0.8000")
-    session.commit()
+    assert mark_sent(session, held, message_id=message_id, cost="KES 0.8000")
 
     row = fresh(session, notification.id)
     assert row.status == expected
@@ -336,13 +336,12 @@ def test_a_report_that_arrives_before_sent_is_recorded_is_applied_then(
 
 def test_early_reports_are_applied_in_the_order_they_came(session, client):
     notification = make_notification(session, phone=PHONE)
-    set_row(session, notification.id, "status = 'SENDING', attempts = 1")
+    held = claim_row(session, notification.id)
     message_id = f"ATXid_{uuid.uuid4().hex}"
     for status in ("Buffered", "Success", "Failed"):
         post_report(client, message_id, status)
 
-    mark_sent(session, fresh(session, notification.id), message_id=message_id, cost=None)
-    session.commit()
+    mark_sent(session, held, message_id=message_id, cost=None)
 
     row = fresh(session, notification.id)
     assert row.status == NotificationStatus.DELIVERED
@@ -475,11 +474,13 @@ def test_delivered_at_is_a_timezone_aware_moment(session, client):
 
 
 def test_recording_sent_twice_changes_nothing_the_second_time(session):
-    notification, message_id = sent_notification(session)
+    notification = make_notification(session, phone=PHONE)
+    held = claim_row(session, notification.id)
+    message_id = f"ATXid_{uuid.uuid4().hex}"
+    assert mark_sent(session, held, message_id=message_id, cost=None)
     before = fresh(session, notification.id)
 
-    assert mark_sent(session, notification, message_id="ATXid_other", cost=None) is False
-    session.commit()
+    assert mark_sent(session, held, message_id="ATXid_other", cost=None) is False
 
     after = fresh(session, notification.id)
     assert (after.provider_message_id, after.updated_at) == (message_id, before.updated_at)

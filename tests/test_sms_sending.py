@@ -26,14 +26,14 @@ from sqlalchemy import text
 
 import celeryconfig
 from models.notifications import (
-    RAW_REPLY_LIMIT,
     SMS_LIMIT,
+    AttemptOutcome,
     NotificationKind,
     NotificationStatus,
     message_body,
-    record_attempts,
     short_reference,
 )
+from models.sending import RAW_REPLY_LIMIT
 from tests.sms_support import (  # noqa: F401 - fixtures, used by name
     API_KEY,
     BACKOFF_BASE,
@@ -44,6 +44,7 @@ from tests.sms_support import (  # noqa: F401 - fixtures, used by name
     ROOT,
     attempts_of,
     bound,
+    claim_row,
     dispose,
     fresh,
     gateway,
@@ -52,12 +53,14 @@ from tests.sms_support import (  # noqa: F401 - fixtures, used by name
     publications_of,
     run_send,
     set_row,
+    settle_reply,
     sms_app,
     sms_settings,
     task_queue,
     tasks_app,
 )
 from web import create_app
+from web.config import Settings
 from worker import outbox, senders, tasks
 from worker.celery_app import celery_app
 from worker.senders import (
@@ -575,8 +578,8 @@ def test_the_raw_reply_kept_in_an_attempt_is_capped_at_1_kb(session):
     long_reply = SendResult(
         outcome=Outcome.RETRY, started_at=datetime.now(UTC), duration_ms=5, raw_reply="x" * 5000
     )
-    record_attempts(session, [(notification, long_reply)])
-    session.commit()
+    held = claim_row(session, notification.id)
+    settle_reply(session, held, long_reply, AttemptOutcome.RETRY, NotificationStatus.FAILED)
 
     (attempt,) = attempts_of(session, notification.id)
     assert RAW_REPLY_LIMIT == 1024
@@ -728,6 +731,7 @@ def test_the_sweep_leaves_final_and_sent_rows_alone(session, task_queue):
 
     assert sweep() == {
         "lease_expired": 0,
+        "in_doubt": 0,
         "gave_up": 0,
         "republished": 0,
         "late_reports": 0,
@@ -765,8 +769,9 @@ def test_the_sweep_timings_meet_the_operating_promises():
     assert celeryconfig.beat_schedule["sweep-notifications"]["task"] == "notifications.sweep"
     assert interval == 30.0
     assert tasks.SWEEP_GRACE.total_seconds() + interval <= 90
-    assert tasks.LEASE.total_seconds() + interval <= 120
-    assert tasks.LEASE.total_seconds() > celeryconfig.task_time_limit
+    lease = Settings().sms_lease_seconds
+    assert lease + interval <= 120
+    assert lease > celeryconfig.task_time_limit
 
 
 # -- senders --------------------------------------------------------------------------------
@@ -1113,21 +1118,54 @@ def test_a_lease_that_expires_on_the_last_attempt_fails_the_sms_instead_of_loopi
     assert publications_of(notification.id, task_queue) == []
 
 
-def test_a_claim_that_lost_its_lease_cannot_settle_the_sms(session):
-    from models.notifications import mark_failed
+def late_verdict() -> SendResult:
+    return SendResult(
+        outcome=Outcome.PERMANENT,
+        started_at=datetime.now(UTC),
+        duration_ms=5,
+        error="the first worker's late verdict",
+    )
 
+
+def test_a_claim_that_lost_its_lease_cannot_settle_the_sms(session, task_queue):
     notification = make_notification(session, phone=PHONE)
-    set_row(session, notification.id, "status = 'SENDING', attempts = 1")
-    stale = fresh(session, notification.id)
-    session.expunge(stale)  # the first worker's copy, as its claim returned it
-    # Meanwhile the sweep took the row back and another worker claimed it: attempt 2.
-    set_row(session, notification.id, "status = 'SENDING', attempts = 2")
+    stale = claim_row(session, notification.id)  # the first worker, which then stalls
+    session.expunge(stale.notification)  # that worker's own copy of the row
+    # Meanwhile its lease ran out, the sweep took the row back and another worker claimed it.
+    set_row(session, notification.id, "lease_expires_at = clock_timestamp() - interval '1 s'")
+    sweep()
+    live = claim_row(session, notification.id)
 
-    assert mark_failed(session, stale, error="the first worker's late verdict") is False
-    session.commit()
+    assert not settle_reply(
+        session, stale, late_verdict(), AttemptOutcome.PERMANENT, NotificationStatus.FAILED
+    )
 
     row = fresh(session, notification.id)
-    assert (row.status, row.last_error) == (NotificationStatus.SENDING, None)
+    assert (row.status, row.claim) == (NotificationStatus.SENDING, live.notification.claim)
+    assert row.last_error == "the worker stopped mid-send (lease expired); sending again"
+
+
+def test_a_resend_never_lets_an_old_claim_settle_the_new_send(session, task_queue, admin):
+    notification = make_notification(session, phone=PHONE)
+    stale = claim_row(session, notification.id)  # stalls; its lease runs out
+    session.expunge(stale.notification)  # that worker's own copy of the row
+    set_row(session, notification.id, "lease_expires_at = clock_timestamp() - interval '1 s'")
+    set_row(session, notification.id, "attempts = :n", n=MAX_ATTEMPTS)
+    sweep()  # the last attempt: FAILED
+    assert fresh(session, notification.id).status == NotificationStatus.FAILED
+    resent = admin.execute(
+        "mutation($id: ID!) { resendNotification(id: $id) { success notification { attempts } } }",
+        {"id": str(notification.id)},
+    )["resendNotification"]
+    assert resent == {"success": True, "notification": {"attempts": 0}}
+    live = claim_row(session, notification.id)  # attempt 1 again, but a claim never seen before
+
+    assert live.notification.attempts == 1
+    assert live.notification.claim > stale.notification.claim
+    assert not settle_reply(
+        session, stale, late_verdict(), AttemptOutcome.PERMANENT, NotificationStatus.FAILED
+    )
+    assert fresh(session, notification.id).status == NotificationStatus.SENDING
 
 
 def test_the_sweep_applies_a_report_that_raced_ahead_of_sent(sms_app, session):

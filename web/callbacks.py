@@ -8,7 +8,7 @@ import logging
 from flask import Blueprint, current_app, jsonify, request
 
 from models.db import db
-from models.notifications import record_delivery_report
+from models.delivery_reports import record_delivery_report
 
 log = logging.getLogger(__name__)
 blueprint = Blueprint("callbacks", __name__)

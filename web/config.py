@@ -31,8 +31,11 @@ MODE_VARIABLES = ("APP_ENV", "FLASK_ENV")
 DEV_SECRET_KEY = "dev-insecure-secret-key"  # noqa: S105 - refused in production below
 
 
-# A send must end well inside the worker's 60-second lease on its notification.
+# The longest wait for the gateway a send may have (SMS_TIMEOUT).
 MAX_SMS_TIMEOUT = 30.0
+# Beyond SMS_TIMEOUT, what a send's lease must leave room for: the gateway's connect timeout
+# (3 s) and recording the reply.
+SEND_OVERHEAD_SECONDS = 10.0
 
 PRODUCTION_REQUIRED = (
     "secret_key",
@@ -268,6 +271,8 @@ class Settings:
     sms_backoff_base: int = 15
     sms_backoff_cap: int = 600
     sms_timeout: float = 10.0
+    # How long a claimed notification is a worker's: past it the sweep sends it again.
+    sms_lease_seconds: int = 60
     celery_queue: str = "orders"
     metrics_dir: str | None = None
     sentry_dsn: str | None = None
@@ -324,6 +329,12 @@ class Settings:
                 raise ConfigError(f"{name} is malformed: {error}") from None
 
         settings = cls(**values)
+        if settings.sms_lease_seconds < settings.sms_timeout + SEND_OVERHEAD_SECONDS:
+            raise ConfigError(
+                f"SMS_LEASE_SECONDS must be at least SMS_TIMEOUT + {SEND_OVERHEAD_SECONDS:g} "
+                "(the connect timeout and the recording of the reply): a lease that ends "
+                "mid-send makes the message go out twice"
+            )
         if production:
             settings.check_production()
         return settings
@@ -388,6 +399,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("SMS_BACKOFF_BASE", "sms_backoff_base", _positive_int),
     ("SMS_BACKOFF_CAP", "sms_backoff_cap", _positive_int),
     ("SMS_TIMEOUT", "sms_timeout", _sms_timeout),
+    ("SMS_LEASE_SECONDS", "sms_lease_seconds", _positive_int),
     ("CELERY_QUEUE", "celery_queue", str),
     ("PROMETHEUS_MULTIPROC_DIR", "metrics_dir", str),
     ("SENTRY_DSN", "sentry_dsn", _http_url),

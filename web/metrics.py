@@ -71,6 +71,11 @@ SWEEP_RESENDS = Counter(
     "may go out twice) or overdue (its task was lost or never published).",
     ["reason"],
 )
+SMS_IN_DOUBT = Counter(
+    "sms_in_doubt_total",
+    "Sends cut off by a worker that stopped before the gateway's reply reached it: the SMS may "
+    "have gone out, and is sent again (notifications(inDoubt: true) lists them).",
+)
 
 # The `operation` label is the root field an operation selects, so the schema bounds the
 # label set: a client's operation names or misspelt fields cannot grow it.

@@ -1,48 +1,54 @@
 """Celery tasks: send notifications (a batch side by side, or one), and the periodic sweep.
-Thin: the rules for each state change live in `models.notifications`, the gateway's codes in
-`worker.senders`."""
+Thin: the rules for each state change live in `models.sending`, the gateway's codes in
+`worker.senders`. Each send is settled as its reply arrives (see `models.sending`)."""
 
 from __future__ import annotations
 
 import logging
 import random
 import threading
+import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import current_app
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from models.db import db
-from models.notifications import (
-    Notification,
-    claim,
-    due_for_sweep,
-    mark_failed,
-    mark_retry,
-    mark_sent_many,
-    match_late_reports,
-    record_attempts,
-    requeue_expired_leases,
-    sendable_phone,
-)
+from models.delivery_reports import match_late_reports
+from models.notifications import AttemptOutcome, Notification, NotificationStatus
 from models.orders import purge_expired_idempotency_keys
+from models.sending import (
+    RETRYABLE,
+    Claimed,
+    Settlement,
+    claim,
+    decide,
+    due_for_sweep,
+    sendable_phone,
+    settle,
+    take_back_expired_leases,
+)
 from web.config import Settings
 from web.logs import request_id_var
-from web.metrics import GATEWAY_LATENCY, SMS_ATTEMPTS, SWEEP_RESENDS
+from web.metrics import GATEWAY_LATENCY, SMS_ATTEMPTS, SMS_IN_DOUBT, SWEEP_RESENDS
 from worker.celery_app import celery_app
 from worker.outbox import SEND_BATCH_TASK, TASK_BATCH, batches
 from worker.senders import Outcome, SendResult, SmsSender, build_sender
 
 log = logging.getLogger(__name__)
 
-# Far longer than a send can take: connect 3 s, then SMS_TIMEOUT (at most 30 s).
-LEASE = timedelta(seconds=60)
 SWEEP_GRACE = timedelta(seconds=45)  # a row this overdue lost its task (or never had one)
 SWEEP_BATCH = 500
+# Waits between tries at recording replies while the database is away (a failover, a killed
+# connection, a pool timeout): about 15 s in all, and never past the lease.
+RECORD_PAUSES = (0.1, 0.3, 1.0, 2.0, 4.0, 8.0)
+UNRECORDABLE = (DBAPIError, PoolTimeout)
 
 
 def _settings() -> Settings:
@@ -95,8 +101,8 @@ def _parse_ids(notification_ids: list[Any]) -> list[uuid.UUID]:
 
 
 def _send(ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
-    """Claim, send once, record and settle the given notifications, TASK_BATCH at a time;
-    what became of each that was ours to send."""
+    """Claim, send once and settle the given notifications, TASK_BATCH at a time; what became
+    of each that was ours to send."""
     outcomes: dict[uuid.UUID, str] = {}
     for batch in batches(ids):
         # Claimed a batch at a time: a lease covers one send, never a wait behind others.
@@ -107,48 +113,138 @@ def _send(ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
 def _send_claimed(notification_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
     settings = _settings()
     session = db.session
-    claimed = claim(session, notification_ids=notification_ids, lease=LEASE)
-    session.commit()  # the leases are ours before we touch the network, never during
+    lease = timedelta(seconds=settings.sms_lease_seconds)
+    claimed = claim(session, notification_ids=notification_ids, lease=lease)
+    session.commit()  # the leases and open attempts are on record before any send starts
     if not claimed:
         return {}
+    # Recording must end before the lease does, or the row would be sent again meanwhile.
+    record_by = time.monotonic() + lease.total_seconds() - settings.sms_timeout - 4
     sender = _sender()
-    results = _side_by_side(lambda notification: _attempt(sender, notification, settings), claimed)
-    sends = list(zip(claimed, results, strict=True))
-
-    record_attempts(session, sends)
-    accepted = [(n, result) for n, result in sends if result.outcome is Outcome.ACCEPTED]
-    mark_sent_many(session, accepted)
     outcomes: dict[uuid.UUID, str] = {}
-    retries: list[tuple[Notification, timedelta]] = []
-    for notification, result in sends:
-        outcomes[notification.id] = result.outcome.value
-        if result.outcome is Outcome.ACCEPTED:
-            continue
-        if result.outcome in (Outcome.RETRY, Outcome.RETRY_OPERATOR) and (
-            notification.attempts < settings.sms_max_attempts
-        ):
-            retry_in = backoff(notification.attempts, settings)
-            mark_retry(session, notification, error=result.error or "", delay=retry_in)
-            retries.append((notification, retry_in))
-            outcomes[notification.id] = "retry"
-        else:
-            mark_failed(session, notification, error=result.error or "")
-    session.commit()
-
-    for notification, result in sends:
-        SMS_ATTEMPTS.labels(result.outcome.value).inc()
-        request_id_var.set(notification.request_id)
-        if result.outcome in (Outcome.RETRY_OPERATOR, Outcome.BAD_CREDENTIALS):
-            log.error("SMS %s needs an operator: %s", notification.id, result.error)
-        elif result.outcome is not Outcome.ACCEPTED:
-            log.warning(
-                "SMS %s attempt %d failed: %s",
-                notification.id,
-                notification.attempts,
-                result.error,
+    for replies in _as_they_arrive(lambda c: _attempt(sender, c.notification, settings), claimed):
+        settlements = [
+            decide(
+                held,
+                reply,
+                AttemptOutcome(reply.outcome.value),
+                max_attempts=settings.sms_max_attempts,
+                backoff=backoff(held.notification.attempts, settings),
             )
-    for notification, retry_in in retries:
-        send_notification.apply_async((str(notification.id),), countdown=retry_in.total_seconds())
+            for held, reply in replies
+        ]
+        moved = _record(settlements, record_by)
+        outcomes |= _report(settlements, moved)
+    return outcomes
+
+
+def _record(settlements: list[Settlement], record_by: float) -> set[uuid.UUID]:
+    """Settle these replies in one transaction; the ids that moved. A clash of one row's
+    unique key settles each on its own; a database that went away is tried again, until the
+    lease would run out (then the leases expire, the attempts read interrupted, and the SMS go
+    out again: never lost)."""
+    session = db.session
+    for pause in (*RECORD_PAUSES, None):
+        try:
+            moved = settle(session, settlements)
+            session.commit()
+            return moved
+        except IntegrityError:
+            session.rollback()
+            return _record_each(settlements)
+        except UNRECORDABLE as error:
+            session.rollback()
+            if pause is None or time.monotonic() + pause > record_by:
+                log.error(
+                    "could not record the replies of %d SMS (%s); they will be sent again "
+                    "when their leases expire",
+                    len(settlements),
+                    type(error).__name__,
+                )
+                return set()
+            log.warning(
+                "could not record the replies of %d SMS (%s); trying again in %.1f s",
+                len(settlements),
+                type(error).__name__,
+                pause,
+            )
+            time.sleep(pause)
+    return set()  # pragma: no cover - the loop returns
+
+
+def _record_each(settlements: list[Settlement]) -> set[uuid.UUID]:
+    """One at a time, so one row's clash costs no other its reply; a gateway message id that
+    another notification holds already is kept in the attempt only."""
+    session = db.session
+    moved: set[uuid.UUID] = set()
+    for settlement in settlements:
+        for candidate in (settlement, _without_message_id(settlement)):
+            try:
+                moved |= settle(session, [candidate])
+                session.commit()
+                break
+            except IntegrityError as error:
+                session.rollback()
+                log.error(
+                    "SMS %s: recording its reply clashed: %s",
+                    settlement.claimed.notification.id,
+                    error.orig,
+                )
+    return moved
+
+
+def _without_message_id(settlement: Settlement) -> Settlement:
+    return Settlement(
+        settlement.claimed,
+        settlement.reply,
+        settlement.outcome,
+        settlement.to,
+        settlement.retry_in,
+        message_id_taken=True,
+    )
+
+
+def _report(settlements: list[Settlement], moved: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """Count, log and (for retries) schedule what was recorded; each settlement's outcome."""
+    outcomes: dict[uuid.UUID, str] = {}
+    for settlement in settlements:
+        notification = settlement.claimed.notification
+        request_id_var.set(notification.request_id)
+        SMS_ATTEMPTS.labels(settlement.outcome.value).inc()
+        error = settlement.row_error
+        if notification.id not in moved:
+            # Recorded too late (a new claim holds the row) or not at all: its lease decides.
+            outcomes[notification.id] = "unrecorded"
+            continue
+        if settlement.to is NotificationStatus.SENT:
+            outcomes[notification.id] = "accepted"
+            continue
+        if settlement.to is NotificationStatus.QUEUED:
+            outcomes[notification.id] = "retry"
+            if settlement.outcome is AttemptOutcome.RETRY_OPERATOR:
+                log.error("SMS %s needs an operator: %s", notification.id, error)
+            else:
+                log.warning(
+                    "SMS %s attempt %d failed, trying again: %s",
+                    notification.id,
+                    notification.attempts,
+                    error,
+                )
+            assert settlement.retry_in is not None
+            send_notification.apply_async(
+                (str(notification.id),), countdown=settlement.retry_in.total_seconds()
+            )
+        elif settlement.outcome in RETRYABLE:
+            outcomes[notification.id] = "failed"
+            log.error(
+                "SMS %s failed after %d attempts: %s", notification.id, notification.attempts, error
+            )
+        else:
+            outcomes[notification.id] = settlement.outcome.value
+            if settlement.outcome is AttemptOutcome.BAD_CREDENTIALS:
+                log.error("SMS %s needs an operator: %s", notification.id, error)
+            else:
+                log.warning("SMS %s failed: %s", notification.id, error)
     return outcomes
 
 
@@ -182,18 +278,25 @@ def _attempt(sender: SmsSender, notification: Notification, settings: Settings) 
 _local = threading.local()
 
 
-def _side_by_side(send: Callable[[Notification], SendResult], notifications: list[Notification]):
-    """`send` for each notification, all at the same time; the results in their order. Each
-    pool thread of the worker keeps threads of its own for this, so a batch never waits behind
-    another batch's sends while its leases run."""
-    if len(notifications) == 1:
-        return [send(notifications[0])]
+def _as_they_arrive(
+    send: Callable[[Claimed], SendResult], claimed: list[Claimed]
+) -> Iterator[list[tuple[Claimed, SendResult]]]:
+    """`send` for each claimed notification, all at the same time; the replies as they
+    arrive, those that arrived together in one list. Each pool thread of the worker keeps
+    threads of its own for this, so a batch never waits behind another batch's sends."""
+    if len(claimed) == 1:
+        yield [(claimed[0], send(claimed[0]))]
+        return
     executor = getattr(_local, "executor", None)
     if executor is None:
         executor = _local.executor = ThreadPoolExecutor(
             max_workers=TASK_BATCH, thread_name_prefix="sms-send"
         )
-    return list(executor.map(send, notifications))
+    futures = {executor.submit(send, held): held for held in claimed}
+    pending = set(futures)
+    while pending:
+        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        yield [(futures[future], future.result()) for future in done]
 
 
 @celery_app.task(name="notifications.sweep")
@@ -201,12 +304,20 @@ def sweep() -> dict[str, int]:
     """Every 30 s: take back leases of dead workers, re-publish overdue QUEUED rows, and
     forget idempotency keys older than a day."""
     session = db.session
-    requeued, gave_up = requeue_expired_leases(
+    taken = take_back_expired_leases(
         session, limit=SWEEP_BATCH, max_attempts=_settings().sms_max_attempts
     )
     session.commit()
-    if gave_up:
-        log.error("%d SMS failed: their worker stopped mid-send on every attempt", gave_up)
+    requeued = taken.requeued
+    if taken.interrupted:
+        SMS_IN_DOUBT.inc(taken.interrupted)
+        log.warning(
+            "%d SMS may have gone out twice: their worker stopped before the gateway's reply "
+            "reached it (notifications(inDoubt: true) lists them)",
+            taken.interrupted,
+        )
+    if taken.failed:
+        log.error("%d SMS failed: their worker stopped mid-send on every attempt", taken.failed)
     if requeued:
         SWEEP_RESENDS.labels("lease_expired").inc(len(requeued))
         log.warning("re-sending %d SMS whose worker stopped mid-send", len(requeued))
@@ -220,7 +331,8 @@ def sweep() -> dict[str, int]:
     session.commit()
     return {
         "lease_expired": len(requeued),
-        "gave_up": gave_up,
+        "in_doubt": taken.interrupted,
+        "gave_up": taken.failed,
         "republished": len(due),
         "late_reports": matched,
         "keys_purged": purged,

@@ -2,7 +2,12 @@
 
 from web.resolvers.customer import customer_type
 from web.resolvers.mutation import mutation_type
-from web.resolvers.notification import notification_queries, notification_type
+from web.resolvers.notification import (
+    attempt_outcome_enum,
+    attempt_type,
+    notification_queries,
+    notification_type,
+)
 from web.resolvers.order import order_event_type, order_type
 from web.resolvers.query import query_type
 from web.resolvers.scalars import datetime_scalar, decimal_scalar
@@ -18,6 +23,8 @@ bindables = [
     order_event_type,
     notification_type,
     notification_queries,
+    attempt_type,
+    attempt_outcome_enum,
     decimal_scalar,
     datetime_scalar,
 ]

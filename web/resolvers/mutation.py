@@ -7,7 +7,7 @@ from typing import Any
 from ariadne import MutationType
 from graphql import GraphQLResolveInfo
 
-from models import customers, notifications, orders
+from models import customers, orders, sending
 from web.resolvers.common import count_sms, mutation, payload, settings_of
 
 mutation_type = MutationType()
@@ -87,5 +87,5 @@ def resolve_cancel_order(_, info: GraphQLResolveInfo, order_id: str, reason: str
 @mutation_type.field("resendNotification")
 def resolve_resend_notification(_, info: GraphQLResolveInfo, id: str):
     count_sms(info)
-    notification, errors = mutation(notifications.resend, info, notification_id=id)
+    notification, errors = mutation(sending.resend, info, notification_id=id)
     return payload("notification", notification, errors, "Notification queued again.")

@@ -1,0 +1,428 @@
+"""The worker's side of a notification: claim it, settle each send as its reply arrives, and
+take back the leases of workers that died.
+
+A claim moves QUEUED -> SENDING with a lease and opens an attempt (no outcome yet) in the same
+transaction, before the worker touches the network. The reply closes that attempt and moves
+the row on, at once and on its own (or with replies that arrived at the same moment), so no
+reply that reached the worker is ever lost with others'. A row is settled only by the claim
+that made it (`claim` only grows). An attempt still open when its lease is taken back is closed
+as interrupted: the gateway may have the message, and sending it again may make a duplicate,
+the only kind the service can cause, each one on record.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Interval,
+    String,
+    and_,
+    any_,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.orm import Session
+
+from models.actors import Actor
+from models.customers import Customer
+from models.delivery_reports import apply_early_reports
+from models.errors import DomainError, ErrorCode
+from models.notifications import (
+    AttemptOutcome,
+    Notification,
+    NotificationAttempt,
+    NotificationStatus,
+    publish_after_commit,
+)
+from models.orders import Order
+from models.validation import normalize_phone, parse_uuid, sms_refusal
+
+RAW_REPLY_LIMIT = 1024
+INTERRUPTED_ERROR = (
+    "the worker stopped before the gateway's reply reached it; the SMS may have gone out"
+)
+RETRYABLE = (AttemptOutcome.RETRY, AttemptOutcome.RETRY_OPERATOR)
+
+# The customer's phone as it is now: what a message (re)queued is sent to.
+CURRENT_PHONE = (
+    select(Customer.phone)
+    .join(Order, Order.customer_id == Customer.id)
+    .where(Order.id == Notification.order_id)
+    .scalar_subquery()
+)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A notification this worker holds, and the attempt opened for its send."""
+
+    notification: Notification
+    attempt_id: int
+
+
+class Reply(Protocol):
+    """What one gateway call produced, as the worker's sender reports it."""
+
+    started_at: datetime
+    duration_ms: int
+    http_status: int | None
+    status_code: int | None
+    status: str | None
+    message_id: str | None
+    cost: str | None
+    error: str | None
+    raw_reply: str | None
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """A claimed notification, the reply to its send, and what that reply means for it."""
+
+    claimed: Claimed
+    reply: Reply
+    outcome: AttemptOutcome
+    to: NotificationStatus  # SENT, QUEUED (again, after `retry_in`) or FAILED
+    retry_in: timedelta | None = None
+    # The gateway's message id is another notification's already (a unique key): the row is
+    # SENT without it, and the attempt keeps it.
+    message_id_taken: bool = False
+
+    @property
+    def row_message_id(self) -> str | None:
+        return None if self.message_id_taken else self.reply.message_id
+
+    @property
+    def row_error(self) -> str | None:
+        if not self.message_id_taken:
+            return self.reply.error
+        return f"the gateway's message id {self.reply.message_id} is another notification's"
+
+
+def decide(
+    claimed: Claimed,
+    reply: Reply,
+    outcome: AttemptOutcome,
+    *,
+    max_attempts: int,
+    backoff: timedelta,
+) -> Settlement:
+    """What a reply means: accepted is SENT; a transient failure is QUEUED again after
+    `backoff` while attempts remain; anything else, or the last attempt, is FAILED."""
+    if outcome is AttemptOutcome.ACCEPTED:
+        return Settlement(claimed, reply, outcome, NotificationStatus.SENT)
+    if outcome in RETRYABLE and claimed.notification.attempts < max_attempts:
+        return Settlement(claimed, reply, outcome, NotificationStatus.QUEUED, backoff)
+    return Settlement(claimed, reply, outcome, NotificationStatus.FAILED)
+
+
+_CLAIM = (
+    select(Notification)
+    .from_statement(
+        update(Notification.__table__)
+        .where(
+            Notification.id == any_(bindparam("ids", type_=ARRAY(UUID(as_uuid=True)))),
+            Notification.status == NotificationStatus.QUEUED,
+            Notification.next_attempt_at <= func.clock_timestamp() + timedelta(seconds=1),
+        )
+        .values(
+            status=NotificationStatus.SENDING,
+            attempts=Notification.attempts + 1,
+            claim=Notification.claim + 1,
+            lease_expires_at=func.clock_timestamp() + bindparam("lease", type_=Interval),
+            updated_at=func.clock_timestamp(),
+        )
+        .returning(*Notification.__table__.columns)
+    )
+    .execution_options(populate_existing=True, writes=True)
+)
+_OPEN_ATTEMPTS = (
+    insert(NotificationAttempt.__table__)
+    .values(started_at=func.clock_timestamp())
+    .returning(NotificationAttempt.id, NotificationAttempt.notification_id)
+)
+
+
+def claim(
+    session: Session, *, notification_ids: list[uuid.UUID], lease: timedelta
+) -> list[Claimed]:
+    """QUEUED and due -> SENDING with a lease, each with an attempt opened; the rows claimed,
+    leaving out those someone else has or that are not due. Commit before sending."""
+    rows = list(session.scalars(_CLAIM, {"ids": notification_ids, "lease": lease}))
+    if not rows:
+        return []
+    opened = session.execute(
+        _OPEN_ATTEMPTS,
+        [{"notification_id": row.id, "claim": row.claim, "phone": row.phone} for row in rows],
+    ).all()
+    attempt_of = {notification_id: attempt_id for attempt_id, notification_id in opened}
+    return [Claimed(row, attempt_of[row.id]) for row in rows]
+
+
+def sendable_phone(
+    notification: Notification, region: str, allowed: Collection[str]
+) -> tuple[str | None, str | None]:
+    """(the E.164 number to send to, None), or (None, why no SMS may go out). Asked right
+    before each send: a row written before SMS_ALLOWED_REGIONS changed, or a phone stored by
+    older code, must not reach the gateway."""
+    phone = normalize_phone(notification.phone, region) if notification.phone else None
+    if phone is None:
+        return None, "the customer has no valid phone number"
+    if refusal := sms_refusal(phone, allowed):
+        return None, f"not sent: the phone is {refusal}"
+    return phone, None
+
+
+def _first_bytes(text: str | None, limit: int) -> str | None:
+    """At most `limit` bytes of `text` in UTF-8, cut at a character boundary."""
+    if text is None:
+        return None
+    return text.encode()[:limit].decode(errors="ignore")
+
+
+_CLOSE_ATTEMPT = (
+    update(NotificationAttempt.__table__)
+    .where(
+        NotificationAttempt.id == bindparam("attempt_id"),
+        NotificationAttempt.outcome.is_(None),
+    )
+    .values(
+        outcome=bindparam("outcome"),
+        duration_ms=bindparam("duration_ms"),
+        http_status=bindparam("http_status"),
+        gateway_status_code=bindparam("gateway_status_code"),
+        gateway_status=bindparam("gateway_status"),
+        provider_message_id=bindparam("provider_message_id"),
+        error=bindparam("error"),
+        raw_reply=bindparam("raw_reply"),
+    )
+)
+
+# Each of a group of replies moves its row with one statement per target state, and only
+# where the claim that sent it still holds the row; the ids that moved come back.
+_SETTLED = (
+    func.unnest(
+        bindparam("ids", type_=ARRAY(UUID(as_uuid=True))),
+        bindparam("claims", type_=ARRAY(BigInteger)),
+        bindparam("message_ids", type_=ARRAY(String)),
+        bindparam("costs", type_=ARRAY(String)),
+        bindparam("errors", type_=ARRAY(String)),
+        bindparam("delays", type_=ARRAY(Integer)),
+    )
+    .table_valued("id", "claim", "message_id", "cost", "error", "delay_ms")
+    .render_derived("settled")
+)
+_HELD = and_(
+    Notification.id == _SETTLED.c.id,
+    Notification.claim == _SETTLED.c.claim,
+    Notification.status == NotificationStatus.SENDING,
+)
+_MOVES = {
+    NotificationStatus.SENT: {
+        "status": NotificationStatus.SENT,
+        "provider_message_id": func.nullif(_SETTLED.c.message_id, ""),
+        "cost": _SETTLED.c.cost,
+        "last_error": None,
+        "sent_at": func.clock_timestamp(),
+    },
+    NotificationStatus.QUEUED: {
+        "status": NotificationStatus.QUEUED,
+        "last_error": func.nullif(_SETTLED.c.error, ""),
+        "next_attempt_at": func.clock_timestamp()
+        + func.make_interval(0, 0, 0, 0, 0, 0, _SETTLED.c.delay_ms / 1000.0),
+        "phone": CURRENT_PHONE,
+    },
+    NotificationStatus.FAILED: {
+        "status": NotificationStatus.FAILED,
+        "last_error": func.nullif(_SETTLED.c.error, ""),
+    },
+}
+_MOVE = {
+    status: update(Notification.__table__)
+    .where(_HELD)
+    .values(lease_expires_at=None, updated_at=func.clock_timestamp(), **values)
+    .returning(Notification.id)
+    for status, values in _MOVES.items()
+}
+
+
+def settle(session: Session, settlements: list[Settlement]) -> set[uuid.UUID]:
+    """Close each settlement's attempt with its reply and move its row where the reply says,
+    in the caller's transaction; the ids that moved (a row another claim holds by now is
+    left alone, its attempt still closed). Delivery reports that raced ahead of SENT are
+    applied now."""
+    if not settlements:
+        return set()
+    session.execute(
+        _CLOSE_ATTEMPT,
+        [
+            {
+                "attempt_id": settlement.claimed.attempt_id,
+                "outcome": settlement.outcome.value,
+                "duration_ms": settlement.reply.duration_ms,
+                "http_status": settlement.reply.http_status,
+                "gateway_status_code": settlement.reply.status_code,
+                "gateway_status": settlement.reply.status,
+                "provider_message_id": settlement.reply.message_id,
+                "error": settlement.reply.error,
+                "raw_reply": _first_bytes(settlement.reply.raw_reply, RAW_REPLY_LIMIT),
+            }
+            for settlement in settlements
+        ],
+    )
+    moved: set[uuid.UUID] = set()
+    for status, statement in _MOVE.items():
+        group = [settlement for settlement in settlements if settlement.to is status]
+        if group:
+            moved |= set(session.scalars(statement, _parameters(group)))
+    apply_early_reports(
+        session,
+        {
+            s.row_message_id: s.claimed.notification.id
+            for s in settlements
+            if s.to is NotificationStatus.SENT
+            and s.row_message_id
+            and s.claimed.notification.id in moved
+        },
+    )
+    return moved
+
+
+def _parameters(settlements: Iterable[Settlement]) -> dict[str, list[Any]]:
+    rows = list(settlements)
+    return {
+        "ids": [s.claimed.notification.id for s in rows],
+        "claims": [s.claimed.notification.claim for s in rows],
+        "message_ids": [s.row_message_id or "" for s in rows],
+        "costs": [s.reply.cost for s in rows],
+        "errors": [s.row_error or "" for s in rows],
+        "delays": [int(s.retry_in.total_seconds() * 1000) if s.retry_in else 0 for s in rows],
+    }
+
+
+# -- leases of workers that died -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TakenBack:
+    """What the sweep took back from workers that stopped mid-send."""
+
+    requeued: list[uuid.UUID]
+    failed: int
+    interrupted: int  # attempts closed as interrupted: SMS that may have gone out twice
+
+
+def take_back_expired_leases(session: Session, *, limit: int, max_attempts: int) -> TakenBack:
+    """SENDING rows whose lease expired (their worker died mid-send): the attempt each left
+    open is closed as interrupted, and the row goes back to QUEUED, due now and to the
+    customer's phone as it is now, or, its attempts used up, to FAILED.
+
+    The gateway takes no idempotency key, so whether that send went out cannot be known: it is
+    sent again (at least once) rather than risk a lost SMS, and the attempt says so."""
+    expired = list(
+        session.scalars(
+            select(Notification.id)
+            .where(
+                Notification.status == NotificationStatus.SENDING,
+                Notification.lease_expires_at < func.clock_timestamp(),
+            )
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    if not expired:
+        return TakenBack([], 0, 0)
+    interrupted = session.execute(
+        update(NotificationAttempt.__table__)
+        .where(
+            NotificationAttempt.notification_id.in_(expired),
+            NotificationAttempt.outcome.is_(None),
+        )
+        .values(outcome=AttemptOutcome.INTERRUPTED, error=INTERRUPTED_ERROR)
+    ).rowcount
+
+    def move(condition: Any, **values: Any) -> list[uuid.UUID]:
+        return list(
+            session.scalars(
+                update(Notification.__table__)
+                .where(Notification.id.in_(expired), condition)
+                .values(lease_expires_at=None, updated_at=func.clock_timestamp(), **values)
+                .returning(Notification.id)
+            )
+        )
+
+    failed = move(
+        Notification.attempts >= max_attempts,
+        status=NotificationStatus.FAILED,
+        last_error="the worker stopped mid-send on every attempt; giving up",
+    )
+    requeued = move(
+        Notification.attempts < max_attempts,
+        status=NotificationStatus.QUEUED,
+        next_attempt_at=func.clock_timestamp(),
+        phone=CURRENT_PHONE,
+        last_error="the worker stopped mid-send (lease expired); sending again",
+    )
+    return TakenBack(requeued, len(failed), interrupted)
+
+
+def due_for_sweep(session: Session, *, grace: timedelta, limit: int) -> list[uuid.UUID]:
+    """QUEUED rows whose moment passed at least `grace` ago: their task was lost or never
+    published (Redis was down)."""
+    return list(
+        session.scalars(
+            select(Notification.id)
+            .where(
+                Notification.status == NotificationStatus.QUEUED,
+                Notification.next_attempt_at <= func.clock_timestamp() - grace,
+            )
+            .order_by(Notification.next_attempt_at)
+            .limit(limit)
+        )
+    )
+
+
+# -- sending again by hand -------------------------------------------------------------------
+
+
+def resend(session: Session, *, actor: Actor, notification_id: object) -> Notification:
+    """A FAILED notification back to QUEUED with a fresh attempt budget, to the customer's
+    phone as it is now (admins only): the runbook is to correct the phone, then resend."""
+    if not actor.is_admin:
+        raise DomainError.single(None, ErrorCode.FORBIDDEN, "only an admin may resend")
+    key = parse_uuid(notification_id)
+    if key is None:
+        raise DomainError.single("id", ErrorCode.INVALID, "id is not a valid notification id")
+    notification = session.scalars(
+        update(Notification)
+        .where(Notification.id == key, Notification.status == NotificationStatus.FAILED)
+        .values(
+            status=NotificationStatus.QUEUED,
+            attempts=0,
+            next_attempt_at=func.clock_timestamp(),
+            provider_message_id=None,
+            phone=CURRENT_PHONE,
+            updated_at=func.clock_timestamp(),
+        )
+        .returning(Notification)
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
+    if notification is None:
+        current = session.get(Notification, key)
+        if current is None:
+            raise DomainError.single("id", ErrorCode.NOT_FOUND, "notification not found")
+        raise DomainError.single(
+            "id", ErrorCode.INVALID_STATE, f"notification is {current.status}; only FAILED resends"
+        )
+    publish_after_commit(session, notification.id)
+    return notification
