@@ -273,6 +273,9 @@ class Settings:
     sms_timeout: float = 10.0
     # How long a claimed notification is a worker's: past it the sweep sends it again.
     sms_lease_seconds: int = 60
+    # How overdue a QUEUED notification is before the sweep publishes it again (its task was
+    # lost, or never published while Redis was down).
+    sms_sweep_grace_seconds: int = 45
     celery_queue: str = "orders"
     metrics_dir: str | None = None
     sentry_dsn: str | None = None
@@ -400,6 +403,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("SMS_BACKOFF_CAP", "sms_backoff_cap", _positive_int),
     ("SMS_TIMEOUT", "sms_timeout", _sms_timeout),
     ("SMS_LEASE_SECONDS", "sms_lease_seconds", _positive_int),
+    ("SMS_SWEEP_GRACE_SECONDS", "sms_sweep_grace_seconds", _positive_int),
     ("CELERY_QUEUE", "celery_queue", str),
     ("PROMETHEUS_MULTIPROC_DIR", "metrics_dir", str),
     ("SENTRY_DSN", "sentry_dsn", _http_url),

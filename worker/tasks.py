@@ -43,7 +43,6 @@ from worker.senders import Outcome, SendResult, SmsSender, build_sender
 
 log = logging.getLogger(__name__)
 
-SWEEP_GRACE = timedelta(seconds=45)  # a row this overdue lost its task (or never had one)
 SWEEP_BATCH = 500
 # Waits between tries at recording replies while the database is away (a failover, a killed
 # connection, a pool timeout): about 15 s in all, and never past the lease.
@@ -321,7 +320,8 @@ def sweep() -> dict[str, int]:
     if requeued:
         SWEEP_RESENDS.labels("lease_expired").inc(len(requeued))
         log.warning("re-sending %d SMS whose worker stopped mid-send", len(requeued))
-    due = due_for_sweep(session, grace=SWEEP_GRACE, limit=SWEEP_BATCH)
+    grace = timedelta(seconds=_settings().sms_sweep_grace_seconds)
+    due = due_for_sweep(session, grace=grace, limit=SWEEP_BATCH)
     session.commit()
     SWEEP_RESENDS.labels("overdue").inc(len(due))
     for batch in batches([str(notification_id) for notification_id in {*requeued, *due}]):
