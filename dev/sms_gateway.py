@@ -5,7 +5,12 @@ It answers ``POST /version1/messaging`` the way the real gateway does (form fiel
 per-number outcomes (gateway statusCodes, HTTP errors, hangs, dropped connections, garbage) and
 POSTs delivery reports to a callback URL. A small JSON admin API under ``/_admin`` drives it from
 another process. Run it with ``python -m dev.sms_gateway`` or embed it in tests with
-``FakeSmsGateway().serve_in_thread()``.
+``FakeSmsGateway().serve_in_thread()``; gunicorn serves the instance itself.
+
+Every message it accepts is also marked with whether its reply reached the client ("delivered")
+or not ("cut": the client hung up or died mid-call), so a test that kills a sender can tell the
+copies it caused by cutting a call (the sender never learnt of them) from the ones it should
+not have sent (see `dev.replies` for how and for what no server can know).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from functools import partial
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -35,6 +41,7 @@ from dev import (
     ServerThread,
     base_url,
     refuse_production,
+    replies,
 )
 
 STATUS_NAMES = {
@@ -73,6 +80,9 @@ _NETWORK_CODES = (("+25477", "63907"), ("+25473", "63903"), ("+25475", "63903"),
 _E164 = re.compile(r"\+[1-9]\d{6,14}")
 # The SDK parses a 2xx body as JSON only when Content-Type is exactly this, without a charset.
 _JSON = "application/json"
+# A message's `reply`: being written, reached the client, or never did.
+PENDING, DELIVERED, CUT = "pending", "delivered", "cut"
+_REPLIES = (PENDING, DELIVERED, CUT)
 
 Outcome = int | str
 
@@ -133,6 +143,10 @@ class _RequestHandler(PathOnlyRequestHandler):
     # Per-request lines would swamp a benchmark, so they are opt-in (--verbose).
     verbose = False
 
+    def connection_dropped(self, error: BaseException, environ: Any = None) -> None:
+        # werkzeug can skip the reply's close() when its write fails; the reply was cut.
+        replies.abandoned(environ)
+
 
 class FakeSmsGateway:
     """An in-memory, thread-safe imitation of Africa's Talking's SMS API as a WSGI app."""
@@ -144,6 +158,7 @@ class FakeSmsGateway:
         latency: float = 0.0,
         *,
         hang: float = 30.0,
+        reply_watch: float = 0.5,
         callback_url: str | None = None,
         callback_key: str | None = None,
     ) -> None:
@@ -151,6 +166,11 @@ class FakeSmsGateway:
         self.username = username
         self.api_key = api_key
         self.hang = hang  # seconds a "timeout" outcome holds the request before dropping it
+        # Seconds a written reply's connection is watched for a reset (see dev.replies); a
+        # watch ends early once the client sends its next request or closes having read it.
+        if not 0 <= reply_watch <= 3600:
+            raise ValueError(f"reply_watch must be between 0 and 3600 seconds, not {reply_watch!r}")
+        self.reply_watch = reply_watch
         self.callback_url = callback_url
         self.callback_key = callback_key
         self._initial_latency = latency
@@ -180,8 +200,11 @@ class FakeSmsGateway:
 
     @property
     def messages(self) -> list[dict[str, Any]]:
-        """A copy of every recipient of every JSON-answered request, oldest first: to, message,
-        sender_id, message_id ("None" when refused), status_code and received_at (epoch)."""
+        """A copy of every recipient of every JSON-answered request, in the order accepted: to,
+        message, sender_id, message_id ("None" when refused), status_code, received_at (the
+        request's arrival) and accepted_at (epoch seconds), reply ("pending" while the reply is
+        written and watched, then "delivered" or "cut") and reply_settled_at (None while
+        pending)."""
         with self._lock:
             return [dict(m) for m in self._messages]
 
@@ -209,23 +232,53 @@ class FakeSmsGateway:
         with self._lock:
             self._messages: list[dict[str, Any]] = []
             self._by_id: dict[str, dict[str, Any]] = {}
+            # The accepted messages by phone and body, and by the fate of their reply, kept
+            # as they change so that stats() stays cheap for a benchmark polling it.
+            self._copies: dict[tuple[str, str], list[dict[str, Any]]] = {}
+            self._replies = dict.fromkeys(_REPLIES, 0)
             self._scripts: dict[str, deque[Outcome]] = {}
             self._requests = 0
             self._max_in_flight = self._in_flight
             self.latency = self._initial_latency
 
     def stats(self) -> dict[str, Any]:
-        """Counters for tests and benchmarks, including the peak of concurrent requests."""
+        """Counters for tests and benchmarks: the peak of concurrent requests, the accepted
+        messages by the fate of their reply ("replies": pending, delivered, cut) and the copies
+        beyond the first of a body to a phone ("duplicates"; `copies` tells them apart)."""
         with self._lock:
+            accepted = sum(self._replies.values())
             return {
                 "requests": self._requests,
                 "messages": len(self._messages),
-                "accepted": sum(m["status_code"] in ACCEPTED_CODES for m in self._messages),
+                "accepted": accepted,
                 "in_flight": self._in_flight,
                 "max_in_flight": self._max_in_flight,
                 "latency": self._latency,
+                "reply_watch": self.reply_watch,
                 "scripted": {p: list(q) for p, q in self._scripts.items() if q},
+                "replies": dict(self._replies),
+                "duplicates": accepted - len(self._copies),
             }
+
+    def copies(self) -> list[dict[str, Any]]:
+        """The accepted messages grouped by phone and body, in the order first accepted: to,
+        message, copies (message_id, received_at, accepted_at, reply, reply_settled_at of each,
+        oldest first), duplicates (copies beyond the first), cut (copies whose reply never
+        reached the client) and unexplained (copies accepted after one whose reply was
+        delivered: the client knew that one was sent). Wait until no reply is pending."""
+        fields = ("message_id", "received_at", "accepted_at", "reply", "reply_settled_at")
+        with self._lock:
+            return [
+                {
+                    "to": to,
+                    "message": body,
+                    "copies": [{name: m[name] for name in fields} for m in found],
+                    "duplicates": len(found) - 1,
+                    "cut": sum(m["reply"] == CUT for m in found),
+                    "unexplained": sum(m["reply"] == DELIVERED for m in found[:-1]),
+                }
+                for (to, body), found in self._copies.items()
+            ]
 
     # -- delivery reports -----------------------------------------------------------------------
 
@@ -279,6 +332,7 @@ class FakeSmsGateway:
             ("/version1/messaging", self._messaging, ["POST"]),
             ("/_admin/messages", lambda: jsonify(messages=self.messages), ["GET"]),
             ("/_admin/stats", lambda: jsonify(self.stats()), ["GET"]),
+            ("/_admin/copies", self._admin_copies, ["GET"]),
             ("/_admin/script", self._admin_script, ["POST"]),
             ("/_admin/latency", self._admin_latency, ["POST"]),
             ("/_admin/deliver", self._admin_deliver, ["POST"]),
@@ -288,6 +342,9 @@ class FakeSmsGateway:
             app.add_url_rule(rule, endpoint=rule, view_func=view, methods=methods)
         app.register_error_handler(ValueError, lambda e: (jsonify(error=str(e)), 400))
         app.register_error_handler(KeyError, lambda e: (jsonify(error=str(e.args[0])), 404))
+        app.wsgi_app = replies.WatchReplies(  # type: ignore[method-assign]
+            app.wsgi_app, lambda: self.reply_watch, self._stopping
+        )
         return app
 
     def _pause(self, seconds: float) -> None:
@@ -296,18 +353,30 @@ class FakeSmsGateway:
             self._stopping.wait(seconds)
 
     def _messaging(self) -> Response:
+        received_at = time.time()
         with self._lock:
             self._requests += 1
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
         try:
-            self._pause(self._latency)
-            return self._answer()
+            # Read the whole request first: only then does the socket show a hang-up.
+            request.get_data(parse_form_data=True)
+            self._wait_latency()
+            return self._answer(received_at)
         finally:
             with self._lock:
                 self._in_flight -= 1
 
-    def _answer(self) -> Response:
+    def _wait_latency(self) -> None:
+        # A client that hangs up meanwhile ends the wait: the request is answered at once,
+        # into the closed connection, as a real gateway would still take the message.
+        sock = replies.connection_of(request.environ)
+        if sock is None or self._latency <= 0:
+            self._pause(self._latency)
+        else:
+            replies.wait_for_hang_up(sock, self._latency, self._stopping)
+
+    def _answer(self, received_at: float) -> Response:
         given_key = request.headers.get("apiKey", "").encode()
         key_ok = hmac.compare_digest(given_key, self.api_key.encode())
         if not key_ok or request.form.get("username") != self.username:
@@ -321,7 +390,7 @@ class FakeSmsGateway:
         # One reply per request: the first non-statusCode outcome among the recipients wins.
         transport = next((o for o in outcomes if isinstance(o, str)), None)
         if transport is None:
-            return self._accept(numbers, [int(o) for o in outcomes])
+            return self._accept(numbers, [int(o) for o in outcomes], received_at)
         if transport == "http:401":
             return _text(401, AUTH_ERROR)
         if transport.startswith("http:"):
@@ -341,8 +410,8 @@ class FakeSmsGateway:
             return queue.popleft()
         return 101 if _E164.fullmatch(number) else 403
 
-    def _accept(self, numbers: list[str], codes: list[int]) -> Response:
-        received_at, form = time.time(), request.form
+    def _accept(self, numbers: list[str], codes: list[int], received_at: float) -> Response:
+        accepted_at, form = time.time(), request.form
         recipients, records = [], []
         for number, code in zip(numbers, codes, strict=True):
             ok = code in ACCEPTED_CODES
@@ -364,19 +433,38 @@ class FakeSmsGateway:
                     "message_id": message_id,
                     "status_code": code,
                     "received_at": received_at,
+                    "accepted_at": accepted_at,
+                    "reply": PENDING,
+                    "reply_settled_at": None,
                 }
             )
         with self._lock:
             self._messages.extend(records)
-            self._by_id.update(
-                (r["message_id"], r) for r in records if r["status_code"] in ACCEPTED_CODES
-            )
+            for record in records:
+                if record["status_code"] in ACCEPTED_CODES:
+                    self._by_id[record["message_id"]] = record
+                    self._copies.setdefault((record["to"], record["message"]), []).append(record)
+                    self._replies[PENDING] += 1
+        request.environ[replies.SETTLE] = partial(self._settle, records)
         sent = sum(code in ACCEPTED_CODES for code in codes)
         total = f"KES {0.8 * sent:.4f}" if sent else "0"
         summary = {"Message": f"Sent to {sent}/{len(numbers)} Total Cost: {total}"}
         response = jsonify(SMSMessageData={**summary, "Recipients": recipients})
         response.status_code = 201
         return response
+
+    def _settle(self, records: list[dict[str, Any]], reached: bool) -> None:
+        # The first verdict on a reply stands: a later failure cannot un-deliver it.
+        verdict, settled_at = (DELIVERED if reached else CUT), time.time()
+        with self._lock:
+            for record in records:
+                if record["reply"] != PENDING:
+                    continue
+                record["reply"], record["reply_settled_at"] = verdict, settled_at
+                # Records from before a reset() are no longer counted.
+                if self._by_id.get(record["message_id"]) is record:
+                    self._replies[PENDING] -= 1
+                    self._replies[verdict] += 1
 
     @staticmethod
     def _drop_connection() -> Response:
@@ -420,6 +508,14 @@ class FakeSmsGateway:
             response.status_code = 502
             return response
 
+    def _admin_copies(self) -> Response:
+        copies = self.copies()
+        return jsonify(
+            copies=copies,
+            duplicates=sum(c["duplicates"] for c in copies),
+            unexplained=sum(c["unexplained"] for c in copies),
+        )
+
     def _admin_reset(self) -> Response:
         self.reset()
         return jsonify(self.stats())
@@ -453,6 +549,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--hang", type=float, default=30.0, help="seconds a 'timeout' outcome hangs"
     )
+    parser.add_argument(
+        "--reply-watch",
+        type=float,
+        default=0.5,
+        help="seconds a written reply's connection is watched for the client's reset",
+    )
     parser.add_argument("--callback-url", help="default delivery report URL for /_admin/deliver")
     parser.add_argument("--callback-key", help="default ?key= for delivery reports")
     parser.add_argument("--verbose", action="store_true", help="log every request line")
@@ -463,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
             args.api_key,
             args.latency,
             hang=args.hang,
+            reply_watch=args.reply_watch,
             callback_url=args.callback_url,
             callback_key=args.callback_key,
         )
