@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import hmac
 import json
+import random
 import re
 import socket
 import sys
@@ -159,6 +160,7 @@ class FakeSmsGateway:
         *,
         hang: float = 30.0,
         reply_watch: float = 0.5,
+        jitter: float = 0.0,
         callback_url: str | None = None,
         callback_key: str | None = None,
     ) -> None:
@@ -171,6 +173,7 @@ class FakeSmsGateway:
         if not 0 <= reply_watch <= 3600:
             raise ValueError(f"reply_watch must be between 0 and 3600 seconds, not {reply_watch!r}")
         self.reply_watch = reply_watch
+        self.jitter = jitter
         self.callback_url = callback_url
         self.callback_key = callback_key
         self._initial_latency = latency
@@ -370,11 +373,15 @@ class FakeSmsGateway:
     def _wait_latency(self) -> None:
         # A client that hangs up meanwhile ends the wait: the request is answered at once,
         # into the closed connection, as a real gateway would still take the message.
+        # A real gateway's answers vary: with `jitter`, each waits latency ± up to jitter.
+        latency = self._latency
+        if self.jitter:
+            latency = max(0.0, latency + random.uniform(-self.jitter, self.jitter))  # noqa: S311
         sock = replies.connection_of(request.environ)
-        if sock is None or self._latency <= 0:
-            self._pause(self._latency)
+        if sock is None or latency <= 0:
+            self._pause(latency)
         else:
-            replies.wait_for_hang_up(sock, self._latency, self._stopping)
+            replies.wait_for_hang_up(sock, latency, self._stopping)
 
     def _answer(self, received_at: float) -> Response:
         given_key = request.headers.get("apiKey", "").encode()

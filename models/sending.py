@@ -198,6 +198,7 @@ _CLOSE_ATTEMPT = (
     )
     .values(
         outcome=bindparam("outcome"),
+        started_at=bindparam("started_at"),
         duration_ms=bindparam("duration_ms"),
         http_status=bindparam("http_status"),
         gateway_status_code=bindparam("gateway_status_code"),
@@ -269,6 +270,7 @@ def settle(session: Session, settlements: list[Settlement]) -> set[uuid.UUID]:
             {
                 "attempt_id": settlement.claimed.attempt_id,
                 "outcome": settlement.outcome.value,
+                "started_at": settlement.reply.started_at,
                 "duration_ms": settlement.reply.duration_ms,
                 "http_status": settlement.reply.http_status,
                 "gateway_status_code": settlement.reply.status_code,

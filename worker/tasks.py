@@ -111,10 +111,8 @@ def _send(ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
 
 def _send_claimed(notification_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
     settings = _settings()
-    session = db.session
     lease = timedelta(seconds=settings.sms_lease_seconds)
-    claimed = claim(session, notification_ids=notification_ids, lease=lease)
-    session.commit()  # the leases and open attempts are on record before any send starts
+    claimed = _claim(notification_ids, lease)
     if not claimed:
         return {}
     # Recording must end before the lease does, or the row would be sent again meanwhile.
@@ -135,6 +133,29 @@ def _send_claimed(notification_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
         moved = _record(settlements, record_by)
         outcomes |= _report(settlements, moved)
     return outcomes
+
+
+def _claim(notification_ids: list[uuid.UUID], lease: timedelta) -> list[Claimed]:
+    """Claim the rows and commit, before any send starts: the leases and open attempts are on
+    record first. A database that went away is tried again a few times; then the rows stay
+    QUEUED, and the sweep publishes them again."""
+    session = db.session
+    for pause in (*RECORD_PAUSES[:3], None):
+        try:
+            claimed = claim(session, notification_ids=notification_ids, lease=lease)
+            session.commit()
+            return claimed
+        except UNRECORDABLE as error:
+            session.rollback()
+            if pause is None:
+                log.error(
+                    "could not claim %d SMS (%s); the sweep will send them",
+                    len(notification_ids),
+                    type(error).__name__,
+                )
+                return []
+            time.sleep(pause)
+    return []  # pragma: no cover - the loop returns
 
 
 def _record(settlements: list[Settlement], record_by: float) -> set[uuid.UUID]:
