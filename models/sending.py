@@ -19,16 +19,14 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import (
-    BigInteger,
-    Integer,
+    Boolean,
     Interval,
-    String,
-    and_,
     any_,
     bindparam,
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
@@ -190,71 +188,64 @@ def _first_bytes(text: str | None, limit: int) -> str | None:
     return text.encode()[:limit].decode(errors="ignore")
 
 
-_CLOSE_ATTEMPT = (
-    update(NotificationAttempt.__table__)
-    .where(
-        NotificationAttempt.id == bindparam("attempt_id"),
-        NotificationAttempt.outcome.is_(None),
+# One round trip settles a group of replies: each closes its open attempt and moves its row
+# where its reply says, only where the claim that sent it still holds the row, and tells
+# whether a delivery report for its message is here already. A reply is not safe until
+# this commits (a kill before it sends the message again), so it is one statement, not five.
+_SETTLE = text(
+    """
+    WITH settled AS (
+        SELECT * FROM unnest(
+            CAST(:attempt_ids AS bigint[]), CAST(:ids AS uuid[]), CAST(:claims AS bigint[]),
+            CAST(:outcomes AS text[]), CAST(:tos AS text[]), CAST(:started AS timestamptz[]),
+            CAST(:durations AS integer[]), CAST(:http_statuses AS integer[]),
+            CAST(:codes AS integer[]), CAST(:gateway_statuses AS text[]),
+            CAST(:message_ids AS text[]), CAST(:row_message_ids AS text[]),
+            CAST(:costs AS text[]), CAST(:errors AS text[]), CAST(:raw_replies AS text[]),
+            CAST(:delays_ms AS integer[])
+        ) AS s(attempt_id, id, claim, outcome, to_status, started_at, duration_ms, http_status,
+               status_code, gateway_status, message_id, row_message_id, cost, error,
+               raw_reply, delay_ms)
+    ), closed AS (
+        UPDATE notification_attempts AS a
+        SET outcome = s.outcome, started_at = s.started_at, duration_ms = s.duration_ms,
+            http_status = s.http_status, gateway_status_code = s.status_code,
+            gateway_status = s.gateway_status, provider_message_id = s.message_id,
+            error = s.error, raw_reply = s.raw_reply
+        FROM settled AS s
+        WHERE a.id = s.attempt_id AND a.outcome IS NULL
+    ), moved AS (
+        UPDATE notifications AS n
+        SET status = s.to_status,
+            provider_message_id = CASE WHEN s.to_status = 'SENT' THEN s.row_message_id
+                                       ELSE n.provider_message_id END,
+            cost = CASE WHEN s.to_status = 'SENT' THEN s.cost ELSE n.cost END,
+            last_error = CASE WHEN s.to_status = 'SENT' THEN NULL ELSE s.error END,
+            sent_at = CASE WHEN s.to_status = 'SENT' THEN clock_timestamp() ELSE n.sent_at END,
+            next_attempt_at = CASE
+                WHEN s.to_status = 'QUEUED'
+                THEN clock_timestamp() + s.delay_ms * interval '1 millisecond'
+                ELSE n.next_attempt_at END,
+            -- queued again: to the customer's phone as it is now
+            phone = CASE
+                WHEN s.to_status = 'QUEUED'
+                THEN (SELECT c.phone FROM orders AS o JOIN customers AS c ON c.id = o.customer_id
+                      WHERE o.id = n.order_id)
+                ELSE n.phone END,
+            lease_expires_at = NULL,
+            updated_at = clock_timestamp()
+        FROM settled AS s
+        WHERE n.id = s.id AND n.claim = s.claim AND n.status = 'SENDING'
+        RETURNING n.id, n.status, n.provider_message_id
     )
-    .values(
-        outcome=bindparam("outcome"),
-        started_at=bindparam("started_at"),
-        duration_ms=bindparam("duration_ms"),
-        http_status=bindparam("http_status"),
-        gateway_status_code=bindparam("gateway_status_code"),
-        gateway_status=bindparam("gateway_status"),
-        provider_message_id=bindparam("provider_message_id"),
-        error=bindparam("error"),
-        raw_reply=bindparam("raw_reply"),
-    )
-)
-
-# Each of a group of replies moves its row with one statement per target state, and only
-# where the claim that sent it still holds the row; the ids that moved come back.
-_SETTLED = (
-    func.unnest(
-        bindparam("ids", type_=ARRAY(UUID(as_uuid=True))),
-        bindparam("claims", type_=ARRAY(BigInteger)),
-        bindparam("message_ids", type_=ARRAY(String)),
-        bindparam("costs", type_=ARRAY(String)),
-        bindparam("errors", type_=ARRAY(String)),
-        bindparam("delays", type_=ARRAY(Integer)),
-    )
-    .table_valued("id", "claim", "message_id", "cost", "error", "delay_ms")
-    .render_derived("settled")
-)
-_HELD = and_(
-    Notification.id == _SETTLED.c.id,
-    Notification.claim == _SETTLED.c.claim,
-    Notification.status == NotificationStatus.SENDING,
-)
-_MOVES = {
-    NotificationStatus.SENT: {
-        "status": NotificationStatus.SENT,
-        "provider_message_id": func.nullif(_SETTLED.c.message_id, ""),
-        "cost": _SETTLED.c.cost,
-        "last_error": None,
-        "sent_at": func.clock_timestamp(),
-    },
-    NotificationStatus.QUEUED: {
-        "status": NotificationStatus.QUEUED,
-        "last_error": func.nullif(_SETTLED.c.error, ""),
-        "next_attempt_at": func.clock_timestamp()
-        + func.make_interval(0, 0, 0, 0, 0, 0, _SETTLED.c.delay_ms / 1000.0),
-        "phone": CURRENT_PHONE,
-    },
-    NotificationStatus.FAILED: {
-        "status": NotificationStatus.FAILED,
-        "last_error": func.nullif(_SETTLED.c.error, ""),
-    },
-}
-_MOVE = {
-    status: update(Notification.__table__)
-    .where(_HELD)
-    .values(lease_expires_at=None, updated_at=func.clock_timestamp(), **values)
-    .returning(Notification.id)
-    for status, values in _MOVES.items()
-}
+    SELECT moved.id,
+           moved.status = 'SENT' AND EXISTS (
+               SELECT FROM delivery_reports AS r
+               WHERE r.provider_message_id = moved.provider_message_id
+           ) AS reported
+    FROM moved
+    """
+).columns(id=UUID(as_uuid=True), reported=Boolean)
 
 
 def settle(session: Session, settlements: list[Settlement]) -> set[uuid.UUID]:
@@ -264,51 +255,40 @@ def settle(session: Session, settlements: list[Settlement]) -> set[uuid.UUID]:
     applied now."""
     if not settlements:
         return set()
-    session.execute(
-        _CLOSE_ATTEMPT,
-        [
+    rows = session.execute(_SETTLE, _parameters(settlements)).all()
+    moved = {row.id for row in rows}
+    early = {row.id for row in rows if row.reported}
+    if early:
+        apply_early_reports(
+            session,
             {
-                "attempt_id": settlement.claimed.attempt_id,
-                "outcome": settlement.outcome.value,
-                "started_at": settlement.reply.started_at,
-                "duration_ms": settlement.reply.duration_ms,
-                "http_status": settlement.reply.http_status,
-                "gateway_status_code": settlement.reply.status_code,
-                "gateway_status": settlement.reply.status,
-                "provider_message_id": settlement.reply.message_id,
-                "error": settlement.reply.error,
-                "raw_reply": _first_bytes(settlement.reply.raw_reply, RAW_REPLY_LIMIT),
-            }
-            for settlement in settlements
-        ],
-    )
-    moved: set[uuid.UUID] = set()
-    for status, statement in _MOVE.items():
-        group = [settlement for settlement in settlements if settlement.to is status]
-        if group:
-            moved |= set(session.scalars(statement, _parameters(group)))
-    apply_early_reports(
-        session,
-        {
-            s.row_message_id: s.claimed.notification.id
-            for s in settlements
-            if s.to is NotificationStatus.SENT
-            and s.row_message_id
-            and s.claimed.notification.id in moved
-        },
-    )
+                s.row_message_id: s.claimed.notification.id
+                for s in settlements
+                if s.claimed.notification.id in early and s.row_message_id
+            },
+        )
     return moved
 
 
 def _parameters(settlements: Iterable[Settlement]) -> dict[str, list[Any]]:
     rows = list(settlements)
     return {
+        "attempt_ids": [s.claimed.attempt_id for s in rows],
         "ids": [s.claimed.notification.id for s in rows],
         "claims": [s.claimed.notification.claim for s in rows],
-        "message_ids": [s.row_message_id or "" for s in rows],
+        "outcomes": [s.outcome.value for s in rows],
+        "tos": [s.to.value for s in rows],
+        "started": [s.reply.started_at for s in rows],
+        "durations": [s.reply.duration_ms for s in rows],
+        "http_statuses": [s.reply.http_status for s in rows],
+        "codes": [s.reply.status_code for s in rows],
+        "gateway_statuses": [s.reply.status for s in rows],
+        "message_ids": [s.reply.message_id for s in rows],
+        "row_message_ids": [s.row_message_id for s in rows],
         "costs": [s.reply.cost for s in rows],
-        "errors": [s.row_error or "" for s in rows],
-        "delays": [int(s.retry_in.total_seconds() * 1000) if s.retry_in else 0 for s in rows],
+        "errors": [s.row_error for s in rows],
+        "raw_replies": [_first_bytes(s.reply.raw_reply, RAW_REPLY_LIMIT) for s in rows],
+        "delays_ms": [int(s.retry_in.total_seconds() * 1000) if s.retry_in else 0 for s in rows],
     }
 
 

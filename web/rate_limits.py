@@ -81,9 +81,10 @@ class RateLimits:
                 "socket_timeout": REDIS_TIMEOUT,
                 "retry": Retry(NoBackoff(), 0),  # type: ignore[dict-item]
             },
-            # Counts a window's worth of requests in two keys, however high the limit, and
-            # without the burst of twice the limit that fixed windows allow at their edge.
-            strategy="sliding-window-counter",
+            # Exact: a cap of N lets N through in any window, also when requests straddle a
+            # window's edge (a sliding counter then weighs the earlier ones down and lets more
+            # in). It keeps at most N timestamps per key, and these limits are small.
+            strategy="moving-window",
             in_memory_fallback_enabled=True,
         )
         self.limiter.init_app(app)
