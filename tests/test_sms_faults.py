@@ -351,7 +351,7 @@ def test_postgres_backends_killed_mid_batch_lose_and_duplicate_nothing(shop, dat
             killed += admin.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                 "WHERE datname = %s AND pid <> pg_backend_pid() "
-                "AND application_name = 'order-service-web' "
+                "AND application_name = 'order-service-worker' "
                 "AND backend_type = 'client backend'",
                 (database,),
             ).fetchone()[0]

@@ -30,8 +30,10 @@ class CookieSessions(SecureCookieSessionInterface):
         return super().open_session(app, request)
 
 
-def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
-    """Build the app from `config` (a Settings, or overrides of the environment's settings)."""
+def create_app(config: Settings | dict[str, Any] | None = None, *, role: str = "web") -> Flask:
+    """Build the app from `config` (a Settings, or overrides of the environment's settings).
+    `role` names the process's database connections (`order-service-web`, `-worker`), so an
+    operator tells them apart in pg_stat_activity."""
     if isinstance(config, Settings):
         settings = config
     else:
@@ -52,7 +54,7 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
             "pool_size": 20,
             "max_overflow": 0,
             "pool_timeout": 5,
-            "connect_args": {"connect_timeout": 5, "application_name": "order-service-web"},
+            "connect_args": {"connect_timeout": 5, "application_name": f"order-service-{role}"},
             # A failed statement's message lists its parameters (phone numbers, e-mails);
             # production's logs and error reports get the statement without them.
             "hide_parameters": settings.is_production,

@@ -21,7 +21,7 @@ def flask_app() -> Flask:
             if _flask_app is None:
                 from web import create_app
 
-                _flask_app = create_app()
+                _flask_app = create_app(role="worker")
     return _flask_app
 
 

@@ -144,6 +144,11 @@ def _claim(notification_ids: list[uuid.UUID], lease: timedelta) -> list[Claimed]
         try:
             claimed = claim(session, notification_ids=notification_ids, lease=lease)
             session.commit()
+            # Held apart from the session from here on: a rollback while recording (a killed
+            # connection) expires what the session holds, and reading it again would query a
+            # database that is away, outside any retry, and drop the task's other replies.
+            for held in claimed:
+                session.expunge(held.notification)
             return claimed
         except UNRECORDABLE as error:
             session.rollback()
