@@ -225,6 +225,7 @@ class DevIdentityProvider:
         self._revoked_jtis: set[str] = set()
         self.jwks_requests = 0
         self.token_requests = 0
+        self.logout_requests = 0  # the logout and revocation endpoints together
         self.app = self._create_app()
 
     # -- keys and signing ---------------------------------------------------------------------
@@ -452,11 +453,13 @@ class DevIdentityProvider:
         return False
 
     def stats(self) -> dict[str, Any]:
-        """Counters for tests: JWKS and token requests, live sessions and the signing kids."""
+        """Counters for tests: JWKS, token and logout requests, live sessions and the signing
+        kids."""
         with self._lock:
             return {
                 "jwks_requests": self.jwks_requests,
                 "token_requests": self.token_requests,
+                "logout_requests": self.logout_requests,
                 "active_sessions": len(self._sessions),
                 "active_kid": self.active_kid,
                 "kids": self.kids,
@@ -594,6 +597,8 @@ class DevIdentityProvider:
         return jsonify({**claims, **extra, "active": True})
 
     def _revoke(self) -> Response:
+        with self._lock:
+            self.logout_requests += 1
         self._authenticate_client()
         token = request.form.get("token")
         if not token:
@@ -604,6 +609,8 @@ class DevIdentityProvider:
         return self._no_store(Response(status=200))
 
     def _logout(self) -> Response:
+        with self._lock:
+            self.logout_requests += 1
         self._authenticate_client()
         token = request.form.get("refresh_token")
         if not token:

@@ -95,6 +95,8 @@ def settings(database_url: str, idp: Any) -> Settings:
         sms_rate_limit=SUITE_RATE_LIMIT,
         login_rate_limit=SUITE_RATE_LIMIT,
         login_address_rate_limit=SUITE_RATE_LIMIT,
+        login_username_rate_limit=SUITE_RATE_LIMIT,
+        session_address_rate_limit=SUITE_RATE_LIMIT,
     )
 
 

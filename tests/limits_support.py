@@ -42,6 +42,8 @@ def production(settings: Settings) -> Iterator[Any]:
             "sms_rate_limit": SHIPPED.sms_rate_limit,
             "login_rate_limit": SHIPPED.login_rate_limit,
             "login_address_rate_limit": SHIPPED.login_address_rate_limit,
+            "login_username_rate_limit": SHIPPED.login_username_rate_limit,
+            "session_address_rate_limit": SHIPPED.session_address_rate_limit,
         }
         configured = replace(
             base,

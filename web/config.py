@@ -283,10 +283,16 @@ class Settings:
     # Phones outside these regions get no SMS (empty: `default_region` alone).
     sms_allowed_regions: tuple[str, ...] = ()
     sms_rate_limit: str = "30 per minute"  # per caller, of the mutations that send an SMS
-    # Per username, counting attempts since its last success: far below Keycloak's lockout
-    # at 30 failures. Per client address, counting every attempt, across usernames.
+    # Sign-in attempts since the username's last success: from one client address (tight, so
+    # a stranger cannot lock a user out where she signs in), and from every address (looser
+    # than one address can reach, below Keycloak's lockout at 30 failures). Per address,
+    # every attempt across usernames.
     login_rate_limit: str = "5 per minute; 10 per hour"
+    login_username_rate_limit: str = "25 per hour"
     login_address_rate_limit: str = "30 per minute; 300 per hour"
+    # refreshToken and logout per client address: a budget of their own, as they are routine
+    # (one refresh per access token's lifetime per signed-in user) where sign-ins are rare.
+    session_address_rate_limit: str = "60 per minute"
     rate_limit_prefix: str = "rate-limits"
     # Proxies in front whose X-Forwarded-For/-Proto are believed (Heroku's router: 1).
     trusted_proxies: int = 0
@@ -411,7 +417,9 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("SMS_ALLOWED_REGIONS", "sms_allowed_regions", _regions),
     ("SMS_RATE_LIMIT", "sms_rate_limit", _rate_limit),
     ("LOGIN_RATE_LIMIT", "login_rate_limit", _rate_limit),
+    ("LOGIN_USERNAME_RATE_LIMIT", "login_username_rate_limit", _rate_limit),
     ("LOGIN_ADDRESS_RATE_LIMIT", "login_address_rate_limit", _rate_limit),
+    ("SESSION_ADDRESS_RATE_LIMIT", "session_address_rate_limit", _rate_limit),
     ("RATE_LIMIT_PREFIX", "rate_limit_prefix", str),
     ("TRUSTED_PROXIES", "trusted_proxies", _count),
 )

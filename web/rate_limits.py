@@ -1,6 +1,7 @@
 """Rate limits on what a caller can spend of someone else's: the shop's SMS budget (mutations
-that send an SMS, per caller) and a user's sign-in (login attempts per username and per client
-address, checked before the identity provider hears of them).
+that send an SMS, per caller), a user's sign-in (login attempts per username from one address,
+per username from every address, and per client address) and the identity provider's time
+(refreshToken and logout per client address), all checked before the provider hears of them.
 
 Flask-Limiter counts in the service's Redis, shared by every process; while Redis is down each
 process counts in its own memory (Flask-Limiter's fallback), so limits hold and requests go on.
@@ -94,8 +95,18 @@ class RateLimits:
         self._login_address = self.limiter.shared_limit(
             settings.login_address_rate_limit, scope="login-address", key_func=client_address
         )
+        self._login_username_address = self.limiter.shared_limit(
+            settings.login_rate_limit,
+            scope="login-username-address",
+            key_func=lambda: f"{g.login_username}@{client_address()}",
+        )
         self._login_username = self.limiter.shared_limit(
-            settings.login_rate_limit, scope="login-username", key_func=lambda: g.login_username
+            settings.login_username_rate_limit,
+            scope="login-username",
+            key_func=lambda: g.login_username,
+        )
+        self._session_address = self.limiter.shared_limit(
+            settings.session_address_rate_limit, scope="session-address", key_func=client_address
         )
 
     def count_sms(self, caller: str) -> None:
@@ -111,25 +122,46 @@ class RateLimits:
 
     def count_login(self, username: str) -> None:
         """Count one sign-in attempt for `username` from this address; RateLimitedError, and
-        no call to the identity provider, past LOGIN_ADDRESS_RATE_LIMIT or LOGIN_RATE_LIMIT."""
+        no call to the identity provider, past LOGIN_ADDRESS_RATE_LIMIT, LOGIN_RATE_LIMIT or
+        LOGIN_USERNAME_RATE_LIMIT."""
         g.login_username = username_key(username)
+        refused = "Too many sign-in attempts"
+        address = client_address()
         try:
             with self._login_address:
                 pass
         except RateLimitExceeded as exceeded:
-            who = f"address {client_address()}"
-            raise self._refused(exceeded, who, "Too many sign-in attempts") from None
+            raise self._refused(exceeded, f"address {address}", refused) from None
+        # The limit of one address first: an attempt it refuses must not count toward the
+        # limit of every address, or one stranger could fill that alone.
+        who = f"username #{g.login_username[:8]}"
+        try:
+            with self._login_username_address:
+                pass
+        except RateLimitExceeded as exceeded:
+            raise self._refused(exceeded, f"{who} from address {address}", refused) from None
+        counted = list(self.limiter.current_limits)
         try:
             with self._login_username:
                 pass
         except RateLimitExceeded as exceeded:
-            who = f"username #{g.login_username[:8]}"
-            raise self._refused(exceeded, who, "Too many sign-in attempts") from None
-        g.login_username_limits = list(self.limiter.current_limits)
+            raise self._refused(exceeded, f"{who} from every address", refused) from None
+        g.login_username_limits = counted + list(self.limiter.current_limits)
+
+    def count_session(self) -> None:
+        """Count one refreshToken or logout from this address; RateLimitedError, and no call
+        to the identity provider, past SESSION_ADDRESS_RATE_LIMIT."""
+        try:
+            with self._session_address:
+                pass
+        except RateLimitExceeded as exceeded:
+            who = f"address {client_address()}"
+            raise self._refused(exceeded, who, "Too many token refreshes and sign-outs") from None
 
     def login_succeeded(self) -> None:
-        """Forget the username's earlier attempts, as the provider forgets its failures on a
-        success: only failures in a row count against a user."""
+        """Forget the username's earlier attempts from this address and from every address,
+        as the provider forgets its failures on a success: only failures in a row count
+        against a user. Other addresses' own counts for the username stay."""
         for checked in g.pop("login_username_limits", ()):
             try:
                 checked.limiter.clear(checked.limit, *checked.request_args)

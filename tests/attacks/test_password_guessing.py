@@ -1,12 +1,14 @@
 # ruff: noqa: F811 - pytest fixtures imported from tests.limits_support are used by name
 """Password guessing through `login`: every wrong guess used to reach the identity provider at
 full speed, and Keycloak's lockout after 30 failures then let anyone lock a user out. Guesses
-past the limits must never reach the provider. Production mode, real Postgres and Redis, the
+past the limits must never reach the provider, and a stranger's guesses from one address must
+not shut the user out where she signs in. Production mode, real Postgres and Redis, the
 development identity provider (whose token endpoint counts the requests it receives)."""
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import pytest
@@ -21,7 +23,7 @@ mutation Login($input: LoginInput!) {
   login(input: $input) { success message accessToken userInfo { username } }
 }
 """
-PER_USERNAME = parse_many(SHIPPED.login_rate_limit)[0].amount  # 5 a minute
+PER_USERNAME = parse_many(SHIPPED.login_rate_limit)[0].amount  # 5 a minute, from one address
 PER_ADDRESS = parse_many(SHIPPED.login_address_rate_limit)[0].amount  # 30 a minute
 KEYCLOAK_LOCKOUT = 30  # failures before Keycloak's brute-force detection locks the user out
 ATTACKER = "203.0.113.66"
@@ -53,9 +55,24 @@ def shop(production):
     return production()
 
 
+def per_username_from_everywhere() -> int:
+    return parse_many(SHIPPED.login_username_rate_limit)[0].amount
+
+
 def test_the_shipped_limits_stop_guessing_well_before_keycloaks_lockout():
     for limit in parse_many(SHIPPED.login_rate_limit):
         assert limit.amount < KEYCLOAK_LOCKOUT / 2
+    for limit in parse_many(SHIPPED.login_username_rate_limit):
+        assert limit.amount < KEYCLOAK_LOCKOUT
+
+
+def test_one_address_alone_never_reaches_the_limit_of_every_address():
+    from_one_address = parse_many(SHIPPED.login_rate_limit)
+    for limit in parse_many(SHIPPED.login_username_rate_limit):
+        window = limit.get_expiry()
+        # In a moving window of W seconds, a limit of N per E seconds lets at most N * ceil(W/E).
+        most = min(own.amount * math.ceil(window / own.get_expiry()) for own in from_one_address)
+        assert most < limit.amount
 
 
 def test_wrong_logins_past_the_username_limit_never_reach_the_provider(shop, idp, session):
@@ -74,7 +91,7 @@ def test_wrong_logins_past_the_username_limit_never_reach_the_provider(shop, idp
     throttled = [
         attempt(shop, "jane", "guess-next"),
         attempt(shop, " JANE ", "guess-next"),
-        attempt(shop, "jane", "jane", address=OFFICE),
+        attempt(shop, "jane", "jane"),
     ]
 
     for response in throttled:
@@ -82,8 +99,54 @@ def test_wrong_logins_past_the_username_limit_never_reach_the_provider(shop, idp
         assert error is not None, response.get_json()
         assert error["path"] == ["login"]
         assert 0 < error["extensions"]["retryAfter"] <= 60
-        assert response.get_json()["data"] is None
+        assert response.get_json()["data"] == {"login": None}
     assert grants(idp) == before + PER_USERNAME
+
+
+def test_a_strangers_failures_do_not_lock_the_user_out_from_her_own_address(shop, idp, session):
+    for guess in range(PER_USERNAME):
+        assert answer(attempt(shop, "jane", f"guess-{guess}"))["success"] is False
+    assert rate_limited(attempt(shop, "jane", "guess-next")) is not None
+
+    signed_in = answer(attempt(shop, "jane", "jane", OFFICE))
+
+    assert signed_in["success"] is True
+    assert signed_in["userInfo"]["username"] == "jane"
+    # Her success forgets nothing of the stranger's address.
+    assert rate_limited(attempt(shop, "jane", "jane")) is not None
+
+
+def test_guesses_spread_over_many_addresses_stop_at_the_limit_of_every_address(shop, idp, session):
+    before = grants(idp)
+    for guess in range(per_username_from_everywhere()):
+        # Each address stays under its own limit for the username.
+        address = f"203.0.113.{guess // (PER_USERNAME - 1) + 1}"
+        assert answer(attempt(shop, "jane", f"guess-{guess}", address))["success"] is False
+    assert grants(idp) == before + per_username_from_everywhere()
+
+    from_a_new_address = attempt(shop, "jane", "guess-next", "192.0.2.200")
+    from_her_office = attempt(shop, "jane", "jane", OFFICE)
+
+    for response in (from_a_new_address, from_her_office):
+        error = rate_limited(response)
+        assert error is not None, response.get_json()
+        assert error["path"] == ["login"]
+    assert grants(idp) == before + per_username_from_everywhere()
+    # Other users are not affected.
+    assert answer(attempt(shop, "admin", "admin", OFFICE))["success"] is True
+
+
+def test_a_success_forgets_the_failures_of_every_address(shop, idp, session):
+    for guess in range(per_username_from_everywhere() - 1):
+        address = f"203.0.113.{guess // (PER_USERNAME - 1) + 1}"
+        attempt(shop, "jane", f"guess-{guess}", address)
+
+    assert answer(attempt(shop, "jane", "jane", OFFICE))["success"] is True
+
+    # As Keycloak forgets a user's failures on a success: only failures in a row count.
+    for guess in range(PER_USERNAME - 1):
+        assert answer(attempt(shop, "jane", f"again-{guess}", "192.0.2.201"))["success"] is False
+    assert answer(attempt(shop, "jane", "jane", OFFICE))["success"] is True
 
 
 def test_the_address_limit_holds_across_usernames(shop, idp, session):
@@ -167,7 +230,14 @@ def test_with_redis_unreachable_the_limits_still_hold_from_memory(production, id
 
 
 @pytest.mark.parametrize(
-    "variable", ["LOGIN_RATE_LIMIT", "LOGIN_ADDRESS_RATE_LIMIT", "SMS_RATE_LIMIT"]
+    "variable",
+    [
+        "LOGIN_RATE_LIMIT",
+        "LOGIN_USERNAME_RATE_LIMIT",
+        "LOGIN_ADDRESS_RATE_LIMIT",
+        "SESSION_ADDRESS_RATE_LIMIT",
+        "SMS_RATE_LIMIT",
+    ],
 )
 @pytest.mark.parametrize("value", ["five a minute", "5/fortnight", "0 per minute"])
 def test_a_malformed_limit_stops_the_process_naming_the_variable(variable, value):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ariadne import MutationType, QueryType
-from graphql import GraphQLResolveInfo
+from graphql import GraphQLError, GraphQLResolveInfo
 
 from models.actors import Actor
 from models.customers import Customer
@@ -18,6 +18,23 @@ from web.tokens import InvalidToken
 
 session_queries = QueryType()
 session_mutations = MutationType()
+TOO_MANY_SIGN_IN_FIELDS = "TOO_MANY_SIGN_IN_FIELDS"
+
+
+class TooManySignInFieldsError(GraphQLError):
+    def __init__(self) -> None:
+        super().__init__(
+            "Only one of login, refreshToken and logout runs per request; send this one alone.",
+            extensions={"code": TOO_MANY_SIGN_IN_FIELDS},
+        )
+
+
+def one_sign_in(info: GraphQLResolveInfo) -> None:
+    """Let the first sign-in field of a request run and refuse the others: aliased, each
+    would be one more call to the identity provider for the price of one request."""
+    if info.context.get("sign_in_ran"):
+        raise TooManySignInFieldsError()
+    info.context["sign_in_ran"] = True
 
 
 def user_info(actor: Actor) -> dict[str, Any]:
@@ -70,7 +87,8 @@ def _provider():
 
 
 @session_mutations.field("login")
-def resolve_login(_, _info: GraphQLResolveInfo, input: dict[str, str]):
+def resolve_login(_, info: GraphQLResolveInfo, input: dict[str, str]):
+    one_sign_in(info)
     provider = _provider()
     if provider is None:
         return login_payload(GrantResult(False, UNAVAILABLE))
@@ -85,18 +103,24 @@ def resolve_login(_, _info: GraphQLResolveInfo, input: dict[str, str]):
 
 
 @session_mutations.field("refreshToken")
-def resolve_refresh_token(_, _info: GraphQLResolveInfo, input: dict[str, str]):
+def resolve_refresh_token(_, info: GraphQLResolveInfo, input: dict[str, str]):
+    one_sign_in(info)
     provider = _provider()
     if provider is None:
         return login_payload(GrantResult(False, UNAVAILABLE))
+    rate_limits().count_session()
     return login_payload(provider.refresh_grant(input["refresh_token"]))
 
 
 @session_mutations.field("logout")
 def resolve_logout(_, info: GraphQLResolveInfo, refresh_token: str):
     actor_of(info)
+    one_sign_in(info)
     provider = _provider()
-    result = provider.logout(refresh_token) if provider else GrantResult(False, UNAVAILABLE)
+    if provider is None:
+        return {"success": False, "message": UNAVAILABLE}
+    rate_limits().count_session()
+    result = provider.logout(refresh_token)
     return {"success": result.success, "message": result.message}
 
 
