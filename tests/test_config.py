@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 
 import pytest
 
+from models.db import db
 from web.config import DEV_SECRET_KEY, ConfigError, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PRODUCTION = {
     "APP_ENV": "production",
@@ -248,6 +252,8 @@ def test_production_refuses_a_weak_secret_key(secret):
         ("SMS_TIMEOUT", "45"),
         ("SMS_TIMEOUT", "0"),
         ("SMS_MAX_ATTEMPTS", "none"),
+        ("WORKER_CONCURRENCY", "0"),
+        ("WEB_THREADS", "four"),
     ],
 )
 def test_production_refuses_a_malformed_value_naming_it(name, value):
@@ -273,3 +279,33 @@ def test_a_malformed_value_is_refused_in_development_too():
 def test_production_refuses_placeholder_secrets(name, value):
     with pytest.raises(ConfigError, match=f"{name} .*is a template placeholder"):
         Settings.from_env(without(**{name: value}))
+
+
+def test_the_database_pool_has_a_connection_for_every_thread_of_a_process(make_app):
+    """Every pool thread of a worker may claim or record at the same moment: none of them
+    waits for a connection (the pool's wait is seconds, and then the claim fails)."""
+    app = make_app(worker_concurrency=24, web_threads=2)
+
+    with app.app_context():
+        connections = [db.engine.connect() for _ in range(24)]  # each thread holding one
+        for connection in connections:
+            connection.close()
+
+    assert (
+        make_app(worker_concurrency=2, web_threads=6).config["SQLALCHEMY_ENGINE_OPTIONS"][
+            "pool_size"
+        ]
+        == 6
+    )
+
+
+def test_the_pool_is_sized_by_the_concurrency_the_processes_run_with():
+    settings = Settings.from_env({"WORKER_CONCURRENCY": "48", "WEB_THREADS": "8"})
+
+    assert (settings.worker_concurrency, settings.web_threads) == (48, 8)
+    assert settings.database_pool_size == 48
+    # The defaults are what the Procfile and gunicorn.conf.py run when the variables are unset.
+    procfile = (ROOT / "Procfile").read_text()
+    assert f"--concurrency=${{WORKER_CONCURRENCY:-{Settings().worker_concurrency}}}" in procfile
+    gunicorn = (ROOT / "gunicorn.conf.py").read_text()
+    assert f'os.environ.get("WEB_THREADS", "{Settings().web_threads}")' in gunicorn

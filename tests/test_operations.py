@@ -214,6 +214,8 @@ def test_metrics_expose_the_documented_series(app):
         "sms_attempts_total",
         "sms_gateway_duration_seconds",
         "sms_sweep_resends_total",
+        "sms_relay_dropped_total",
+        "sms_relay_restarts_total",
         "sms_notifications",
         "sms_outbox_backlog",
         "sms_outbox_oldest_queued_age_seconds",

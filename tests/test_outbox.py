@@ -1,19 +1,35 @@
+# ruff: noqa: F811 - pytest fixtures imported from tests.sms_support are used by name
 """The outbox relay publishes a notification's id only once the transaction that wrote the
-row has committed: a worker must never be handed an id it cannot see yet."""
+row has committed: a worker must never be handed an id it cannot see yet. What it cannot
+publish it counts and leaves to the sweep, and it keeps publishing whatever stopped it."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from decimal import Decimal
 
+import kombu
 import redis
+from prometheus_client import REGISTRY
+from sqlalchemy import select
 
-from models.notifications import NotificationKind
+from models.notifications import Notification, NotificationKind
+from tests.clients import GraphQLClient
 from tests.conftest import REDIS_URL
 from tests.factories import OrderFactory, OutboxMessage, enqueue
-from tests.sms_support import published_tasks
+from tests.sms_support import (  # noqa: F401 - task_queue is a fixture, used by name
+    bound,
+    publications_of,
+    published_tasks,
+    set_row,
+    task_queue,
+    wait_for,
+)
 from worker import outbox
+from worker.celery_app import celery_app
+from worker.tasks import sweep
 
 
 def _queue_one(session, order):
@@ -131,3 +147,73 @@ def test_a_relay_keeps_the_ids_beyond_full_tasks_for_one_gathering_only():
     assert outbox._full_tasks(ids[:3], 3) == (ids[:3], [])  # waited already: go
     assert outbox._full_tasks(ids, 3) == (ids[:full], ids[full:])  # the carried are in the tasks
     assert outbox._full_tasks(ids[:full], 0) == (ids[:full], [])
+
+
+def _metric(app, series: str) -> float:
+    """A series as GET /metrics shows it (0 before its first count)."""
+    text = app.test_client().get("/metrics").get_data(as_text=True)
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series + " ")
+    )
+
+
+def test_ids_dropped_while_redis_is_down_are_counted_and_the_sweep_publishes_them(
+    app, make_app, session, idp, task_queue
+):
+    down = make_app(redis_url="redis://127.0.0.1:1/0")  # nothing listens there
+    dropped = 'sms_relay_dropped_total{reason="broker_down"}'
+    before = _metric(down, dropped)
+    jane = GraphQLClient(down.test_client(), idp.issue_access_token("jane"))
+
+    placed = jane.execute("mutation { createOrder(input: {price: 10}) { order { id } } }")
+
+    wait_for(lambda: _metric(down, dropped) > before, timeout=30)  # redis-py tries 8 s
+    assert _metric(down, dropped) == before + 1
+    notification_id = session.scalars(
+        select(Notification.id).where(Notification.order_id == placed["createOrder"]["order"]["id"])
+    ).one()
+    assert publications_of(notification_id, task_queue) == []
+
+    # Past the sweep's grace, as if Redis had been down for two minutes.
+    set_row(session, notification_id, "next_attempt_at = clock_timestamp() - interval '2 minutes'")
+    with bound(app):
+        assert sweep()["republished"] == 1
+
+    assert len(publications_of(notification_id, task_queue)) == 1
+
+
+def test_a_relay_stopped_by_an_unexpected_error_starts_again_and_publishes(caplog):
+    queue_name = f"relay-restart-{uuid.uuid4().hex[:8]}"
+    # The first broker client is set up wrong (a pool size that is no number): using it raises
+    # ValueError, which no broker outage does. The next one is as the relay makes them.
+    clients = [kombu.Connection(REDIS_URL, transport_options={"max_connections": "many"})]
+    relay = outbox.Relay(
+        REDIS_URL,
+        queue_name,
+        connect=lambda: clients.pop() if clients else celery_app.connection_for_write(REDIS_URL),
+    )
+
+    def restarts() -> float:
+        return REGISTRY.get_sample_value("sms_relay_restarts_total") or 0.0
+
+    def dropped() -> float:
+        series = ("sms_relay_dropped_total", {"reason": "relay_error"})
+        return REGISTRY.get_sample_value(*series) or 0.0
+
+    restarted, lost = restarts(), dropped()
+    held, later = uuid.uuid4(), uuid.uuid4()
+    with caplog.at_level(logging.ERROR, logger="worker.outbox"):
+        relay.submit([held])
+        wait_for(lambda: restarts() > restarted, timeout=10)
+        relay.submit([later])
+        published = _published_within(relay, 1, 10)
+
+    tasks = published_tasks(queue_name)
+    _forget(queue_name)
+    assert published
+    assert [task["args"][0] for task in tasks] == [[str(later)]]  # the held one: the sweep's
+    assert restarts() == restarted + 1
+    assert dropped() == lost + 1
+    (record,) = [r for r in caplog.records if r.name == "worker.outbox"]
+    assert record.levelno == logging.ERROR
+    assert record.exc_info[0] is ValueError

@@ -255,6 +255,26 @@ def test_backoff_doubles_per_attempt_up_to_the_cap_then_the_notification_fails(
     assert task_records(caplog, logging.WARNING)
 
 
+def test_a_message_whose_retries_ran_out_is_logged_as_failed_at_error(
+    session, gateway, task_queue, caplog
+):
+    notification = make_notification(session, phone=PHONE)
+    gateway.script(PHONE, *[500] * MAX_ATTEMPTS)
+    for _ in range(MAX_ATTEMPTS - 1):
+        assert run_send(session, notification.id) == "retry"
+        due_now(session, notification.id)
+    caplog.clear()
+
+    with caplog.at_level(logging.INFO):
+        outcome = run_send(session, notification.id)
+
+    assert outcome == "failed"
+    (record,) = [r for r in caplog.records if r.name == "worker.tasks"]
+    assert record.levelno == logging.ERROR
+    assert f"SMS {notification.id} failed after {MAX_ATTEMPTS} attempts" in record.getMessage()
+    assert "trying again" not in caplog.text
+
+
 def test_a_task_that_arrives_before_the_row_is_due_changes_nothing(session, gateway):
     notification = make_notification(session, phone=PHONE)
     gateway.script(PHONE, 500)

@@ -9,11 +9,10 @@ from typing import Any
 from flask import Flask, Request, jsonify
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask_migrate import Migrate
-from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from models.db import db, ping_when_idle
-from web import logs, security, sentry
+from web import database_errors, logs, security, sentry
 from web.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,10 +47,11 @@ def create_app(config: Settings | dict[str, Any] | None = None, *, role: str = "
         SECRET_KEY=settings.secret_key,
         SQLALCHEMY_DATABASE_URI=settings.database_url,
         SQLALCHEMY_ENGINE_OPTIONS={
-            # At most 20 connections per process, all of them kept once opened: the worker's
-            # 32 threads would otherwise open and close "overflow" connections all the time,
-            # each a new PostgreSQL backend. A thread finding none free waits (pool_timeout).
-            "pool_size": 20,
+            # A connection for each thread that may hold one (WORKER_CONCURRENCY in a worker,
+            # WEB_THREADS in a web process), each kept once opened: with fewer, busy threads
+            # would wait for each other (pool_timeout), and "overflow" connections would be
+            # opened and closed all the time, each a new PostgreSQL backend.
+            "pool_size": settings.database_pool_size,
             "max_overflow": 0,
             "pool_timeout": 5,
             "connect_args": {"connect_timeout": 5, "application_name": f"order-service-{role}"},
@@ -111,18 +111,21 @@ def _http_error(error: HTTPException):
 
 
 def _unexpected_error(error: Exception):
-    if isinstance(error, OperationalError):
-        # The database went away: worth a retry, not a bug of ours.
-        logging.getLogger(__name__).warning("database unavailable: %s", error.orig)
-        message, code, status = (
-            "The database is unavailable; try again.",
-            "SERVICE_UNAVAILABLE",
-            503,
-        )
-    else:
-        logging.getLogger(__name__).exception("unhandled error")
-        sentry.capture(error)
-        message, code, status = "Internal server error", "INTERNAL_SERVER_ERROR", 500
-    response = jsonify({"errors": [{"message": message, "extensions": {"code": code}}]})
-    response.status_code = status
+    failure = database_errors.classify(error)
+    if failure is not None:  # the database refused or went away: not a bug of ours
+        database_errors.log_failure(failure, error)
+        return database_errors.response(failure)
+    logging.getLogger(__name__).exception("unhandled error")
+    sentry.capture(error)
+    response = jsonify(
+        {
+            "errors": [
+                {
+                    "message": "Internal server error",
+                    "extensions": {"code": "INTERNAL_SERVER_ERROR"},
+                }
+            ]
+        }
+    )
+    response.status_code = 500
     return response

@@ -296,6 +296,10 @@ class Settings:
     rate_limit_prefix: str = "rate-limits"
     # Proxies in front whose X-Forwarded-For/-Proto are believed (Heroku's router: 1).
     trusted_proxies: int = 0
+    # Threads of a worker process and of a gunicorn worker (the Procfile's and
+    # gunicorn.conf.py's defaults): each may hold a database connection, so they size the pool.
+    worker_concurrency: int = 32
+    web_threads: int = 4
 
     @property
     def is_production(self) -> bool:
@@ -305,6 +309,12 @@ class Settings:
     def allowed_regions(self) -> tuple[str, ...]:
         """The regions whose phones may get an SMS."""
         return self.sms_allowed_regions or (self.default_region,)
+
+    @property
+    def database_pool_size(self) -> int:
+        """Connections one process keeps: one for each of its threads that may hold one at
+        once, so none waits for another's (a task's send threads hold none)."""
+        return max(self.worker_concurrency, self.web_threads)
 
     @property
     def audience(self) -> str:
@@ -422,4 +432,6 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("SESSION_ADDRESS_RATE_LIMIT", "session_address_rate_limit", _rate_limit),
     ("RATE_LIMIT_PREFIX", "rate_limit_prefix", str),
     ("TRUSTED_PROXIES", "trusted_proxies", _count),
+    ("WORKER_CONCURRENCY", "worker_concurrency", _positive_int),
+    ("WEB_THREADS", "web_threads", _positive_int),
 )

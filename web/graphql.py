@@ -25,7 +25,7 @@ from graphql.validation import specified_rules, validate
 from sqlalchemy.exc import SQLAlchemyError
 
 from models.db import db
-from web import json_body, metrics, security, sentry
+from web import database_errors, json_body, metrics, security, sentry
 from web.config import Settings
 from web.document_limits import Measurements, bracket_nesting, cost, measure, merged_pairs
 from web.logs import operation_var, request_id_var
@@ -205,6 +205,10 @@ class GraphQLService:
     def format_error(self, error: GraphQLError, debug: bool = False) -> dict[str, Any]:
         """Shape an error; unexpected exceptions are logged and hidden in production."""
         original = error.original_error
+        failure = database_errors.classify(original) if error.path is not None else None
+        if failure is not None:  # the database refused the field's change, or went away
+            database_errors.log_failure(failure, original)
+            return {**error.formatted, **database_errors.as_graphql_error(failure)}
         # Only an exception raised while executing a field is a bug; one raised while checking
         # arguments (a bad Decimal, say) is the client's mistake.
         unexpected = error.path is not None and not isinstance(original, GraphQLError | None)
@@ -305,12 +309,23 @@ def execute() -> Response:
     session.info["request_id"] = request_id_var.get()
     context = {"request": request, "actor": g.get("actor"), "settings": service().settings}
     result = service().execute(data, prepared, context)
+    if database_errors.UNAVAILABLE.code in _codes(result):
+        # A field lost the database: nothing of the request is kept, and all of it may be
+        # repeated.
+        session.rollback()
+        return database_errors.response(database_errors.UNAVAILABLE)
     try:
         session.commit()
-    except SQLAlchemyError:
-        log.exception("commit failed")
+    except SQLAlchemyError as error:
         session.rollback()
-        return error_response(503, "The database is unavailable; try again.", "SERVICE_UNAVAILABLE")
+        failure = database_errors.classify(error)
+        if failure is None:
+            raise  # a bug: the app's error handler answers 500
+        database_errors.log_failure(failure, error)
+        if failure.retry_after:
+            return database_errors.response(failure)
+        # Executed but not saved (a deferred key, say): what the fields said is void.
+        result = {"data": None, "errors": [database_errors.as_graphql_error(failure)]}
     response = jsonify(result)
     # A document that never executed (syntax, validation, limits) is a bad request.
     response.status_code = 200 if "data" in result else 400
@@ -318,13 +333,16 @@ def execute() -> Response:
     return response
 
 
+def _codes(result: dict[str, Any]) -> set[str | None]:
+    return {error.get("extensions", {}).get("code") for error in result.get("errors") or ()}
+
+
 def _outcome(result: dict[str, Any]) -> str:
-    errors = result.get("errors") or ()
     if "data" not in result:
         return "bad_request"
-    if not errors:
+    codes = _codes(result)
+    if not codes:
         return "ok"
-    codes = {error.get("extensions", {}).get("code") for error in errors}
     if "UNAUTHENTICATED" in codes:
         return "unauthenticated"
     return "error" if "INTERNAL_SERVER_ERROR" in codes or None in codes else "bad_request"

@@ -76,6 +76,17 @@ SMS_IN_DOUBT = Counter(
     "Sends cut off by a worker that stopped before the gateway's reply reached it: the SMS may "
     "have gone out, and is sent again (notifications(inDoubt: true) lists them).",
 )
+RELAY_DROPPED = Counter(
+    "sms_relay_dropped_total",
+    "Notification ids the outbox relay of a web process did not publish, left QUEUED for the "
+    "sweep: broker_down (Redis unreachable), backlog_full (more waiting than it holds) or "
+    "relay_error (those it held when an unexpected error stopped it).",
+    ["reason"],
+)
+RELAY_RESTARTS = Counter(
+    "sms_relay_restarts_total",
+    "Times the outbox relay stopped on an unexpected error and was started again.",
+)
 
 # The `operation` label is the root field an operation selects, so the schema bounds the
 # label set: a client's operation names or misspelt fields cannot grow it.

@@ -1,8 +1,10 @@
 """After commit, notification ids reach Celery from a background thread of the web process.
 
 The request only puts ids on an in-memory queue, so it never waits on Redis. If Redis is
-down the publish fails, the ids are dropped, and the rows wait QUEUED in Postgres for the
-periodic sweep: Postgres is the record, Redis only the doorbell.
+down the publish fails, the ids are dropped (counted in `sms_relay_dropped_total`), and the
+rows wait QUEUED in Postgres for the periodic sweep: Postgres is the record, Redis only the
+doorbell. An error no broker outage explains (a bug, a broken broker client) is logged and
+the relay started again, so it cannot stop every later publish of the process.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from flask import Flask, current_app, has_app_context
+from kombu import Connection
+from kombu.exceptions import OperationalError as BrokerUnreachable
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from models.db import commits_each_statement
 from models.notifications import OUTBOX_KEY
+from web.metrics import RELAY_DROPPED, RELAY_RESTARTS
 from worker.celery_app import celery_app
 
 log = logging.getLogger(__name__)
@@ -29,6 +34,9 @@ T = TypeVar("T")
 
 BACKLOG_LIMIT = 10_000
 PAUSE_AFTER_FAILURE_SECONDS = 5.0
+# Between a stop on an unexpected error and the restart: an error that comes back with every
+# batch then costs a log line a second, not a busy loop.
+RESTART_PAUSE_SECONDS = 1.0
 PUBLISH_BATCH = 100
 # After the first id of a batch, wait this long for more (unless a full batch is already
 # there): a publish costs about three times as much CPU per id alone as in a batch of ten,
@@ -62,25 +70,37 @@ def _full_tasks(batch: list[str], carried: int) -> tuple[list[str], list[str]]:
 
 
 class Relay:
-    """Publishes notification ids to one broker and queue from one daemon thread per process."""
+    """Publishes notification ids to one broker and queue from one daemon thread per process.
 
-    def __init__(self, broker_url: str, queue_name: str) -> None:
+    `connect` makes the broker connection (default: Celery's, to `broker_url`)."""
+
+    def __init__(
+        self,
+        broker_url: str,
+        queue_name: str,
+        connect: Callable[[], Connection] | None = None,
+    ) -> None:
         self.broker_url = broker_url
         self.queue_name = queue_name
+        self._connect = connect or (lambda: celery_app.connection_for_write(broker_url))
         self._queue: queue.Queue[str] = queue.Queue(maxsize=BACKLOG_LIMIT)
         self._pid: int | None = None
         self._lock = threading.Lock()
         self._paused_until = 0.0
         self._producer: Any = None
+        # What the broker raises when it cannot be reached, as its transport declares it.
+        self._broker_errors: tuple[type[BaseException], ...] = (BrokerUnreachable,)
         self.published = 0
 
     def submit(self, ids: Iterable[uuid.UUID]) -> None:
         """Queue ids for publishing; never blocks, never raises."""
         self._ensure_thread()
-        for notification_id in ids:
+        pending = iter(ids)
+        for notification_id in pending:
             try:
                 self._queue.put_nowait(str(notification_id))
             except queue.Full:
+                RELAY_DROPPED.labels("backlog_full").inc(1 + sum(1 for _ in pending))
                 log.warning("outbox relay backlog full; the sweep will send the rest")
                 return
 
@@ -91,8 +111,23 @@ class Relay:
                 if self._pid != os.getpid():
                     self._queue = queue.Queue(maxsize=BACKLOG_LIMIT)
                     self._producer = None
-                    threading.Thread(target=self._run, name="outbox-relay", daemon=True).start()
+                    threading.Thread(
+                        target=self._supervise, name="outbox-relay", daemon=True
+                    ).start()
                     self._pid = os.getpid()
+
+    def _supervise(self) -> None:
+        """The relay thread: runs the relay, and again after any error that stops it."""
+        while True:
+            try:
+                self._run()
+            except Exception:
+                RELAY_RESTARTS.inc()
+                log.exception(
+                    "the outbox relay stopped on an unexpected error; starting it again (the "
+                    "sweep sends the ids it held)"
+                )
+                time.sleep(RESTART_PAUSE_SECONDS)
 
     def _run(self) -> None:
         carried: list[str] = []  # left over from the last gathering, oldest first
@@ -110,19 +145,30 @@ class Relay:
             if not batch:
                 continue
             if time.monotonic() < self._paused_until:
-                continue  # Redis was just down: leave it to the sweep rather than pile up
+                # Redis was just down: leave it to the sweep rather than pile up.
+                RELAY_DROPPED.labels("broker_down").inc(len(batch))
+                continue
             try:
                 self.publish(batch)
-            except Exception as error:
+            except self._broker_errors as error:
+                RELAY_DROPPED.labels("broker_down").inc(len(batch))
                 self._paused_until = time.monotonic() + PAUSE_AFTER_FAILURE_SECONDS
                 log.warning("could not publish to the broker (%s); the sweep will send it", error)
+            except Exception:
+                RELAY_DROPPED.labels("relay_error").inc(len(batch) + len(carried))
+                raise
 
     def publish(self, notification_ids: list[str]) -> None:
         """Send the ids as `notifications.send_batch` tasks of up to TASK_BATCH ids each over
         this relay's own broker connection, all in one pipelined round trip; if it fails, the
         sweep sends what did not go."""
         if self._producer is None:
-            connection = celery_app.connection_for_write(self.broker_url)
+            connection = self._connect()
+            self._broker_errors = (
+                BrokerUnreachable,
+                *connection.connection_errors,
+                *connection.channel_errors,
+            )
             self._producer = celery_app.amqp.Producer(connection, auto_declare=False)
         try:
             with self._producer.batch():
