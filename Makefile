@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SERVICES := $(BIN)/python -m dev.services run
-MIGRATE := flask --app web:create_app db upgrade
+MIGRATE := python -m web.release
 PYTEST_ARGS ?=
 
 # The venv's tools first, also for the commands dev.services runs.
@@ -40,7 +40,8 @@ test: venv tools ## Run the tests with coverage (extra pytest arguments: PYTEST_
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# docker-compose (Debian's 1.29) validates docker-compose.yml without a Docker engine.
+# docker-compose (Debian's 1.29) validates docker-compose.yml without a Docker engine;
+# kubectl (Debian's kubernetes-client) renders deploy/k8s with `kubectl kustomize`, no cluster.
 tools:
 	@command -v docker-compose >/dev/null || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -48,6 +49,12 @@ tools:
 			apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
 				apt-get install -y -qq docker-compose >/dev/null; \
 		else echo "note: install docker-compose to validate docker-compose.yml"; fi; }
+	@command -v kubectl >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing kubectl to render and rehearse deploy/k8s"; \
+			apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq kubernetes-client >/dev/null; \
+		else echo "note: install kubectl (kubernetes-client) to rehearse deploy/k8s"; fi; }
 
 bench: venv ## Benchmark the service beside its raw floor (bench/README.md); fails if a target is missed
 	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -10,14 +10,13 @@ import tempfile
 from pathlib import Path
 
 # Metrics from every worker process are summed through files in this directory; it must be
-# set before the app (and prometheus_client) is imported.
+# set before the app (and prometheus_client) is imported. web/metrics.py creates it.
 if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     # Ours alone: counters of a previous run on this host must not be added to this one's.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(
         Path(tempfile.gettempdir()) / "order-service-metrics"
     )
     shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
-Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"  # noqa: S104
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))

@@ -78,6 +78,12 @@ def _container(workload: str) -> dict[str, Any]:
     return container
 
 
+def _all_containers(workload: str) -> list[dict[str, Any]]:
+    """The pod's init containers and its containers."""
+    pod = _pod_spec(workload)
+    return [*pod.get("initContainers", []), *pod["containers"]]
+
+
 def _config_map() -> dict[str, str]:
     return _resource("ConfigMap", CONFIG_MAP)["data"]
 
@@ -184,29 +190,31 @@ def test_beat_runs_exactly_one_replica_never_two():
 def test_pods_run_as_the_images_non_root_user_on_a_read_only_root(workload):
     uid = int(re.search(r"--uid (\d+)", (ROOT / "Dockerfile").read_text()).group(1))
     pod = _pod_spec(workload)
-    [container] = pod["containers"]
-    context = container["securityContext"]
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
-    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
 
     # runAsNonRoot needs a numeric user: the Dockerfile's USER is a name.
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == uid == 10001
-    assert context["readOnlyRootFilesystem"] is True
-    assert context["allowPrivilegeEscalation"] is False
-    assert context["capabilities"] == {"drop": ["ALL"]}
-    # gunicorn, prometheus_client and beat write under /tmp.
-    assert "emptyDir" in volumes[mounts[TMP]]
-    assert container["image"].split(":")[0] == IMAGE
+    for container in _all_containers(workload):
+        context = container["securityContext"]
+        mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+        assert "runAsUser" not in context
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+        # gunicorn, prometheus_client and beat write under /tmp.
+        assert "emptyDir" in volumes[mounts[TMP]]
+        # No tag: kustomization.yaml's `images:` names the one every container runs.
+        assert container["image"] == IMAGE
 
 
 @pytest.mark.parametrize("workload", PROCESSES.values())
 def test_pods_have_resources_and_no_service_links(workload):
     pod = _pod_spec(workload)
-    [container] = pod["containers"]
 
-    for bound in ("requests", "limits"):
-        assert set(container["resources"][bound]) == {"cpu", "memory"}
+    for container in _all_containers(workload):
+        for bound in ("requests", "limits"):
+            assert set(container["resources"][bound]) == {"cpu", "memory"}
     # Service links would set FLOWER_PORT=tcp://..., which Flower reads as its --port.
     assert pod["enableServiceLinks"] is False
     assert pod["automountServiceAccountToken"] is False
@@ -230,6 +238,29 @@ def test_pods_run_the_procfile_commands(process, workload):
     assert command == expected
     for reference in re.findall(r"\$\((\w+)\)", " ".join(command)):
         assert reference in names, f"{workload}: $({reference}) is not set"
+
+
+@pytest.mark.parametrize("workload", ["web", "worker"])
+def test_web_and_worker_pods_run_the_release_step_before_they_start(workload):
+    [init] = _pod_spec(workload)["initContainers"]
+
+    # The same step as the Job: it waits on the migration lock, so they may all run at once.
+    assert init["command"] == shlex.split(_procfile()["release"])
+    assert init["command"] == _container("migrate")["command"]
+    assert init["envFrom"] == _container(workload)["envFrom"]
+
+
+def test_the_worker_exposes_its_metrics_port_to_the_scraper():
+    pod = _resource("Deployment", "worker")["spec"]["template"]
+    ports = {port["name"]: port["containerPort"] for port in _container("worker")["ports"]}
+    port = int(_config_map()["WORKER_METRICS_PORT"])
+
+    assert ports == {"metrics": port}
+    assert pod["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(port),
+        "prometheus.io/path": "/metrics",
+    }
 
 
 def test_worker_uses_threads_and_sends_events():

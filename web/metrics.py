@@ -1,14 +1,16 @@
 """Prometheus metrics at GET /metrics.
 
-Counters and histograms live in each process; with PROMETHEUS_MULTIPROC_DIR set (the Procfile
-and compose set it) every gunicorn worker and Celery worker on the host writes there and
-/metrics adds them up. What the database knows (notifications by status, the outbox backlog)
-is read at scrape time, so it is right however many processes or hosts there are.
+Counters and histograms live in each process; with PROMETHEUS_MULTIPROC_DIR set (gunicorn.conf.py
+and `make run` set it, the Kubernetes ConfigMap too) every gunicorn worker and Celery worker on
+the host or in the pod writes there, making it when it is missing, and /metrics adds them up.
+What the database knows (notifications by status, the outbox backlog) is read at scrape time,
+so it is right however many processes or hosts there are.
 """
 
 from __future__ import annotations
 
 import hmac
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -44,7 +46,44 @@ from werkzeug.datastructures import Authorization
 
 from models.db import db
 from models.notifications import Notification, NotificationStatus
-from web.config import Settings
+from web.config import ConfigError, Settings
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def prepare_multiprocess_dir() -> str | None:
+    """Create PROMETHEUS_MULTIPROC_DIR when it is set and missing (an empty `emptyDir`, a fresh
+    /tmp), and return it. Raise `ConfigError` naming the variable when this process cannot
+    create or write it."""
+    # prometheus_client reads the variable from the process environment itself (never from
+    # .env) and opens a file there for each metric it makes: so this reads it the same way.
+    path = os.environ.get(MULTIPROCESS_DIR)
+    if path is None:
+        return None
+    if not path:
+        raise ConfigError(
+            f"{MULTIPROCESS_DIR} is set but empty, so the metrics would be written into the "
+            "working directory: unset it or name a writable directory"
+        )
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"{MULTIPROCESS_DIR}={path!r} cannot be created ({error.strerror}): name a "
+            "directory this process may write, e.g. one under /tmp"
+        ) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{MULTIPROCESS_DIR}={path!r} is not writable by this process: name a directory it "
+            "may write, e.g. one under /tmp"
+        )
+    return path
+
+
+# Before the metrics below: each opens its file in that directory as it is made. The web,
+# the worker, beat, Flower and the migrations all import this module, so each process makes
+# the directory it needs whoever else runs on the host or in the pod.
+prepare_multiprocess_dir()
 
 blueprint = Blueprint("metrics", __name__)
 
