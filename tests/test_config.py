@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 
 import pytest
+from dotenv import dotenv_values
 
+from tests.defaults import not_defaults
 from web.config import DEV_SECRET_KEY, ConfigError, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PRODUCTION = {
     "APP_ENV": "production",
@@ -273,3 +278,14 @@ def test_a_malformed_value_is_refused_in_development_too():
 def test_production_refuses_placeholder_secrets(name, value):
     with pytest.raises(ConfigError, match=f"{name} .*is a template placeholder"):
         Settings.from_env(without(**{name: value}))
+
+
+# --- the example file -------------------------------------------------------------------------
+
+
+def test_every_value_in_env_example_is_what_the_service_does_without_it():
+    # Copied to .env, a stale example value silently changes the service (GRAPHQL_MAX_TOKENS
+    # once said 2000 while the service shipped with 800).
+    example = dotenv_values(ROOT / ".env.example")
+
+    assert not_defaults(example) == {}
