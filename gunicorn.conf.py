@@ -53,6 +53,18 @@ def pre_fork(server, worker):
     gc.freeze()
 
 
+def pre_request(worker, req):
+    """A request whose body is longer than the app takes is answered 413 without being read;
+    its connection then closes (and the answer says `Connection: close`), so the client stops
+    sending. Kept alive, the rest of the body would have to be read to reach the next request
+    (gunicorn reads on for up to 64 KiB, then drops the connection mid-stream, after saying
+    keep-alive). A chunked body's length shows only as it is read: gunicorn's bound holds."""
+    limit = worker.wsgi.config.get("MAX_CONTENT_LENGTH")
+    declared = next((value for name, value in req.headers if name == "CONTENT-LENGTH"), None)
+    if limit is not None and declared is not None and int(declared) > limit:
+        req.force_close()
+
+
 def post_fork(server, worker):
     """Connections opened in the master must not be shared with the forked workers."""
     from models.db import db

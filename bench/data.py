@@ -79,6 +79,27 @@ def bulk_orders(
     return [row[0] for row in connection.execute(statement + " RETURNING id", parameters)]
 
 
+def customers_with_an_order(connection: Connection, *, count: int) -> None:
+    """`count` customers with one NEW order each, for documents that look up each order's
+    customer."""
+    connection.execute(
+        """
+        WITH made AS (
+            INSERT INTO customers (id, code, name)
+            SELECT gen_random_uuid(), 'BENCHDOC' || g, 'Bench customer ' || g
+            FROM generate_series(1, %(count)s) AS g
+            RETURNING id
+        )
+        INSERT INTO orders (id, customer_id, item, details, quantity, unit_price, total,
+                            currency, status, created_by)
+        SELECT gen_random_uuid(), id, 'bench item', 'bulk loaded', 1, 100.00, 100.00, 'KES',
+               'NEW', 'bench'
+        FROM made
+        """,
+        {"count": count},
+    )
+
+
 def queued_notifications(
     connection: Connection,
     *,

@@ -1,7 +1,9 @@
 """Hostile GraphQL documents: for each way a small document can make validation expensive,
 the worst one that still fits the production limits (tokens, fields, depth, a 64 KiB body;
 the defaults of `web.config.Settings`), or just does not. The bench sends each without a
-token and times the answer.
+token and times the answer; those in `SIGNED_IN`, which make the database work rather than
+validation, it sends as an admin who sees `ORDERS_OF_OTHERS` orders, each of a customer of
+its own.
 
 Each builder takes a `nonce`, put in a comment, so that every request is a document the
 service has not seen (it keeps the outcome of recent documents).
@@ -9,19 +11,26 @@ service has not seen (it keeps the outcome of recent documents).
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from graphql import get_operation_ast, parse
+
+from models.pagination import MAX_PAGE
 from web.config import Settings
-from web.graphql import MAX_FRAGMENTS, MAX_MERGED_PAIRS, MAX_OPERATIONS
+from web.document_limits import cost, measure
+from web.graphql import MAX_FRAGMENTS, MAX_MERGED_PAIRS, MAX_OPERATIONS, build_schema
 
 # The production defaults: each document is as large as they allow.
 LIMITS = Settings()
 TOKENS = LIMITS.graphql_max_tokens
 FIELDS = LIMITS.graphql_max_fields
+# Orders, each of a customer of its own, that the signed-in documents find: a full page.
+ORDERS_OF_OTHERS = MAX_PAGE
 
 
 def _fits(per_item: int, overhead: int = 12) -> int:
@@ -138,6 +147,39 @@ def long_string(nonce: str) -> str:
     return f'# {nonce}\n{{ customerByCode(code: "{"x" * 60_000}") {{ id }} }}'
 
 
+def _order_customers(aliases: int, nonce: str) -> str:
+    orders = f"allOrders(first: {MAX_PAGE}) {{ customer {{ id }} }}"
+    return f"# {nonce}\n{{ " + " ".join(f"a{i}: {orders}" for i in range(aliases)) + " }"
+
+
+def lookups_per_row(nonce: str) -> str:
+    """Sixteen lists of a full page of orders, each order's customer looked up: 1,616 round
+    trips to the database from 16 fields (refused: each lookup costs as a round trip)."""
+    return _order_customers(16, nonce)
+
+
+@functools.cache
+def _most_order_customers() -> int:
+    """The most lists of `_order_customers` within the cost limit."""
+    schema = build_schema()
+    aliases = 0
+    while True:
+        document = parse(_order_customers(aliases + 1, ""))
+        if (
+            cost(schema, measure(document), get_operation_ast(document), {})
+            > LIMITS.graphql_max_cost
+        ):
+            return aliases
+        aliases += 1
+
+
+def lookups_per_row_that_fit(nonce: str) -> str:
+    """The same, with as many lists as the cost limit allows."""
+    return _order_customers(_most_order_customers(), nonce)
+
+
+SIGNED_IN = frozenset({"lookups_per_row", "lookups_per_row_that_fit"})
+
 HOSTILE: dict[str, Callable[[str], str]] = {
     builder.__name__: builder
     for builder in (
@@ -155,21 +197,24 @@ HOSTILE: dict[str, Callable[[str], str]] = {
         deep_brackets,
         repeated_directives,
         long_string,
+        lookups_per_row,
+        lookups_per_row_that_fit,
     )
 }
 
 
-def time_hostile(post: Callable[[str], tuple[int, float]], sends: int) -> dict[str, Any]:
+def time_hostile(post: Callable[[str, bool], tuple[int, float]], sends: int) -> dict[str, Any]:
     """Send each hostile document `sends` times, a new variant each time, through `post`
-    (a JSON body in; the answer's HTTP status and the seconds it took out). Per document:
-    its size, the statuses seen, the median and slowest answer; and which was worst."""
+    (a JSON body and whether to send it signed in; the answer's HTTP status and the seconds
+    it took out). Per document: its size, the statuses seen, the median and slowest answer;
+    and which was worst."""
     results: dict[str, Any] = {}
     for name, build in HOSTILE.items():
         statuses: set[int] = set()
         seconds: list[float] = []
         for _ in range(sends):
             query = build(uuid.uuid4().hex)
-            status, took = post(json.dumps({"query": query}))
+            status, took = post(json.dumps({"query": query}), name in SIGNED_IN)
             statuses.add(status)
             seconds.append(took)
         results[name] = {

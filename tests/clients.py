@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +19,12 @@ class GraphQLClient:
     def post(self, query: str, variables: dict | None = None, **kwargs: Any):
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         headers.update(kwargs.pop("headers", {}))
-        body = {"query": query, "variables": variables or {}}
-        return self.client.post("/graphql", json=body, headers=headers, **kwargs)
+        # Encoded as a client's JSON library does, with escapes for what is not ASCII: a lone
+        # surrogate can only travel so (the app's own encoder writes UTF-8, which cannot).
+        body = json.dumps({"query": query, "variables": variables or {}})
+        return self.client.post(
+            "/graphql", data=body, content_type="application/json", headers=headers, **kwargs
+        )
 
     def execute(self, query: str, variables: dict | None = None) -> dict[str, Any]:
         """The `data` of a successful execution; fails the test on any GraphQL error."""

@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from dotenv import dotenv_values
 
 from models.db import db
+from tests.defaults import not_defaults
 from web.config import DEV_SECRET_KEY, ConfigError, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -309,3 +311,14 @@ def test_the_pool_is_sized_by_the_concurrency_the_processes_run_with():
     assert f"--concurrency=${{WORKER_CONCURRENCY:-{Settings().worker_concurrency}}}" in procfile
     gunicorn = (ROOT / "gunicorn.conf.py").read_text()
     assert f'os.environ.get("WEB_THREADS", "{Settings().web_threads}")' in gunicorn
+
+
+# --- the example file -------------------------------------------------------------------------
+
+
+def test_every_value_in_env_example_is_what_the_service_does_without_it():
+    # Copied to .env, a stale example value silently changes the service (GRAPHQL_MAX_TOKENS
+    # once said 2000 while the service shipped with 800).
+    example = dotenv_values(ROOT / ".env.example")
+
+    assert not_defaults(example) == {}

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kubernetes_validate
 
+from tests.defaults import not_defaults
 from web.config import ConfigError, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -348,6 +349,15 @@ def test_config_map_with_real_secrets_makes_valid_production_settings():
 
     assert settings.is_production
     assert settings.oidc_issuer.startswith("https://")
+
+
+def test_the_config_map_says_what_the_service_does_without_it_but_where_it_must_not():
+    # Production on purpose, with the metrics directory on the pods' emptyDir and the worker's
+    # own metrics port; the issuer is an example to change. Anything else is a default.
+    deliberate = {"APP_ENV", "OIDC_ISSUER", "PROMETHEUS_MULTIPROC_DIR", "WORKER_METRICS_PORT"}
+    settings = {name: value for name, value in _config_map().items() if name not in deliberate}
+
+    assert not_defaults(settings) == {}
 
 
 def test_config_map_and_secret_hold_every_variable_of_env_example():

@@ -170,6 +170,19 @@ class GraphQLService:
         ]
         return names[0] if len(names) == 1 else None
 
+    def declared_variables(self, data: dict[str, Any], prepared: PreparedDocument) -> set[str]:
+        """The variables the operation this request runs declares (none when there is no
+        such operation: nothing runs)."""
+        name = data.get("operationName")
+        operation = (
+            get_operation_ast(prepared.document, name if isinstance(name, str) else None)
+            if prepared.document is not None
+            else None
+        )
+        if operation is None:
+            return set()
+        return {each.variable.name.value for each in operation.variable_definitions or ()}
+
     def metrics_label(self, data: dict[str, Any], prepared: PreparedDocument) -> str:
         """The request's `operation` label in the metrics: the root field it selects."""
         document = prepared.document
@@ -297,12 +310,12 @@ def execute() -> Response:
             400, "The body must be an object with a 'query' string.", "BAD_REQUEST"
         )
 
-    if refused := json_body.refusals(data):
+    prepared = service().prepare(data["query"])
+    if refused := json_body.refusals(data, service().declared_variables(data, prepared)):
         response = jsonify({"errors": refused})
         response.status_code = 400
         return response
 
-    prepared = service().prepare(data["query"])
     operation_var.set(service().operation_name(data, prepared))
     g.graphql_root_field = service().metrics_label(data, prepared)
     session = db.session()

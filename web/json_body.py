@@ -16,7 +16,8 @@ import json
 import math
 import re
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
+from itertools import islice
 from typing import Any
 
 from graphql import GraphQLSyntaxError, Lexer, Source, TokenKind
@@ -50,9 +51,11 @@ def load(raw: bytes) -> Any:
         raise UnreadableBody("The request body is not valid JSON.") from None
 
 
-def refusals(data: dict[str, Any]) -> list[dict[str, Any]]:
+def refusals(data: dict[str, Any], declared: Collection[str]) -> list[dict[str, Any]]:
     """GraphQL errors (BAD_USER_INPUT) for each value in the request's document, operationName
-    and variables that no GraphQL input can be; empty when there is none.
+    and variables that no GraphQL input can be; empty when there is none. Only the values of
+    the `declared` variables (those of the operation the request runs) are looked at: GraphQL
+    reads no other, so nothing else could reach a resolver.
 
     These refuse the whole request, as a variable of the wrong type does, rather than answer
     in a mutation's payload: the lexer refuses a lone surrogate in the document before anything
@@ -68,10 +71,14 @@ def refusals(data: dict[str, Any]) -> list[dict[str, Any]]:
     variables = data.get("variables")
     if isinstance(variables, dict):
         for variable, value in variables.items():
+            if len(errors) >= MAX_ERRORS:
+                break
             if found := SURROGATE.search(variable):
                 errors.append(_error(f"A variable name {_holds(found.group())}", field=None))
                 continue
-            for path, problem in _problems(variable, value):
+            if variable not in declared:
+                continue
+            for path, problem in islice(_problems(variable, value), MAX_ERRORS - len(errors)):
                 errors.append(
                     _error(
                         f"Variable '${variable}' got invalid value at '{path}'; {problem}.",
@@ -132,26 +139,42 @@ def _literal_of(lexer: Lexer, query: str, position: int) -> str | None:
     return None
 
 
+# Where a value sits inside a variable: the step to its container (None: the variable
+# itself) and its key or index there. Each value's step is one small tuple.
+_Step = tuple[Any, str | int]
+
+
 def _problems(name: str, value: Any) -> Iterator[tuple[str, str]]:
     """(path, problem) for each unusable value inside one variable, walked without recursion
-    (the JSON decoder allows nesting deeper than a recursive walk could follow)."""
-    pending: deque[tuple[str, Any]] = deque([(name, value)])
+    (the JSON decoder allows nesting deeper than a recursive walk could follow). A path is
+    written out only for a problem found: written for every item, a long name (or key) times
+    many items inside it made a 64 KiB body cost hundreds of megabytes."""
+    pending: deque[tuple[_Step | None, Any]] = deque([(None, value)])
     while pending:
-        path, value = pending.popleft()
+        step, value = pending.popleft()
         if isinstance(value, str):
             if found := SURROGATE.search(value):
-                yield path, f"the string {_holds(found.group())}"
+                yield _path(name, step), f"the string {_holds(found.group())}"
         elif isinstance(value, float):
             if not math.isfinite(value):
-                yield path, "the number is beyond the range of a double"
+                yield _path(name, step), "the number is beyond the range of a double"
         elif isinstance(value, dict):
             for key, item in value.items():
                 if found := SURROGATE.search(key):
-                    yield path, f"a field name {_holds(found.group())}"
+                    yield _path(name, step), f"a field name {_holds(found.group())}"
                 else:
-                    pending.append((f"{path}.{key}", item))
+                    pending.append(((step, key), item))
         elif isinstance(value, list):
-            pending.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
+            pending.extend(((step, index), item) for index, item in enumerate(value))
+
+
+def _path(name: str, step: _Step | None) -> str:
+    """The path of a value as a client writes it: `input.items[2].name`."""
+    parts: list[str] = []
+    while step is not None:
+        step, key = step
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+    return name + "".join(reversed(parts))
 
 
 def _error(message: str, *, field: str | None, variable: str | None = None) -> dict[str, Any]:

@@ -592,7 +592,9 @@ def test_a_lone_surrogate_in_the_operation_name_or_a_variable_name_is_refused(wo
         ({"query": "query Me { me { id } }", "operationName": "M\ud800"}, "operationName"),
         ({"query": "{ me { id } }", "variables": {"\ud800": 1}}, None),
     ):
-        response = client.client.post("/graphql", json=body, headers=headers)
+        response = client.client.post(
+            "/graphql", data=json.dumps(body), content_type="application/json", headers=headers
+        )
 
         assert response.status_code == 400
         [error] = assert_structured(response)["errors"]

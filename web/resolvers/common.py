@@ -35,6 +35,13 @@ class BadUserInputError(GraphQLError):
         )
 
 
+class ForbiddenError(GraphQLError):
+    """A field only admins may ask for, asked by someone else."""
+
+    def __init__(self, error: DomainError) -> None:
+        super().__init__(str(error), extensions={"code": "FORBIDDEN"})
+
+
 def actor_of(info: GraphQLResolveInfo) -> Actor:
     """The authenticated caller, or an UNAUTHENTICATED error."""
     actor = info.context.get("actor")
@@ -57,8 +64,9 @@ def query(
     operation: Callable[..., T], info: GraphQLResolveInfo, *, not_found: Any = None, **kwargs: Any
 ) -> T:
     """Run a read for the caller. NOT_FOUND answers `not_found` (null, or an empty list), so
-    another customer's ids cannot be probed; other DomainErrors become BAD_USER_INPUT. A
-    query operation, which writes nothing, needs no transaction around its reads."""
+    another customer's ids cannot be probed; FORBIDDEN (a list only admins may read) is an
+    error of that code, as in a mutation's payload; other DomainErrors become BAD_USER_INPUT.
+    A query operation, which writes nothing, needs no transaction around its reads."""
     actor = actor_of(info)
     session = db.session()
     if info.operation.operation is OperationType.QUERY:
@@ -68,6 +76,8 @@ def query(
     except DomainError as error:
         if all(e.code is ErrorCode.NOT_FOUND for e in error.errors):
             return not_found
+        if all(e.code is ErrorCode.FORBIDDEN for e in error.errors):
+            raise ForbiddenError(error) from None
         raise BadUserInputError(error) from None
 
 

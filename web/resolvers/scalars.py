@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
@@ -10,6 +11,10 @@ from graphql import FloatValueNode, IntValueNode, StringValueNode, ValueNode
 
 decimal_scalar = ScalarType("Decimal")
 datetime_scalar = ScalarType("DateTime")
+# A decimal as JSON and GraphQL write numbers, in the digits 0-9 only: Python's Decimal also
+# reads other scripts' digits (٣, full-width ones), underscores, NaN and Infinity, none of
+# them money a person would read as such.
+DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 @decimal_scalar.serializer
@@ -22,13 +27,13 @@ def parse_decimal(value: object) -> Decimal:
     # Floats arrive from JSON variables; repr() is the shortest exact form (1200.5 -> "1200.5").
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError("a Decimal is a number or a numeric string")
+    text = repr(value) if isinstance(value, float) else str(value).strip(" \t\r\n")
+    if not DECIMAL_TEXT.fullmatch(text):
+        raise ValueError(f"{value!r} is not a decimal number: write it with the digits 0-9")
     try:
-        number = Decimal(repr(value) if isinstance(value, float) else str(value).strip())
-    except InvalidOperation:
+        return Decimal(text)
+    except InvalidOperation:  # an exponent beyond what a Decimal can hold
         raise ValueError(f"{value!r} is not a decimal number") from None
-    if not number.is_finite():
-        raise ValueError("a Decimal must be a finite number")
-    return number
 
 
 @decimal_scalar.literal_parser
