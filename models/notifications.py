@@ -262,20 +262,6 @@ IN_DOUBT = (
 Notification.in_doubt = column_property(IN_DOUBT, deferred=True)
 
 
-def notifications_of_order(session: Session, *, actor: Actor, order: Any) -> list[Notification]:
-    """An order's notifications, oldest first, if the actor may see the order."""
-    if not (actor.is_admin or order.customer_id == actor.customer_id):
-        return []
-    return list(
-        session.scalars(
-            select(Notification)
-            .options(undefer(Notification.in_doubt))
-            .where(Notification.order_id == order.id)
-            .order_by(Notification.created_at)
-        )
-    )
-
-
 def list_notifications(
     session: Session,
     *,
@@ -307,18 +293,4 @@ def list_notifications(
         row_id=Notification.id,
         first=first,
         after=after,
-    )
-
-
-def attempts_of(
-    session: Session, *, actor: Actor, notification: Notification
-) -> list[NotificationAttempt]:
-    """A notification's tries at the gateway, oldest first. Asked only of a notification the
-    actor was shown (through its order, or an admin's list), so it checks nothing more."""
-    return list(
-        session.scalars(
-            select(NotificationAttempt)
-            .where(NotificationAttempt.notification_id == notification.id)
-            .order_by(NotificationAttempt.id)
-        )
     )

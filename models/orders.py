@@ -582,14 +582,3 @@ def list_orders(
     return paginate(
         session, query, created_at=Order.created_at, row_id=Order.id, first=first, after=after
     )
-
-
-def order_events(session: Session, *, actor: Actor, order: Order) -> list[OrderEvent]:
-    """An order's history, oldest first, if the actor may see the order."""
-    if not (actor.is_admin or order.customer_id == actor.customer_id):
-        return []
-    return list(
-        session.scalars(
-            select(OrderEvent).where(OrderEvent.order_id == order.id).order_by(OrderEvent.id)
-        )
-    )

@@ -511,14 +511,14 @@ def test_a_customer_may_not_resend(session, jane):
 
 def test_the_notifications_of_someone_elses_order_are_an_empty_list(session):
     from models.actors import Actor
-    from models.notifications import notifications_of_order
+    from models.batched_reads import notifications_by_order
     from models.orders import Order
 
     notification = make_notification(session)
     order = session.get_one(Order, notification.order_id)
     stranger = Actor(subject="stranger", customer_id=uuid.uuid4())
 
-    assert notifications_of_order(session, actor=stranger, order=order) == []
+    assert notifications_by_order(session, actor=stranger, orders=[order]) == {}
 
 
 def test_listing_notifications_of_an_unknown_status_is_invalid(session):

@@ -43,10 +43,12 @@ from models.pagination import DEFAULT_PAGE, MAX_PAGE
 
 # The arguments by which a field returns a page of rows: the field costs once per row.
 PAGE_SIZE_ARGUMENTS = frozenset({"first", "last"})
-# Fields whose resolver asks the database each time it runs, that is once per object above
-# it: every root field, and these. A round trip costs a worker far more than a field read
-# from a row it has (16 aliases of `allOrders(first: 100) { customer { id } }`, 1,600
-# lookups, took seconds yet cost 4,800 at 1 a field), so each costs this much more.
+# Fields whose resolver may ask the database when it runs: every root field, and these. A
+# round trip costs a worker far more than a field read from a row it has (16 aliases of
+# `allOrders(first: 100) { customer { id } }`, 1,600 lookups, took seconds yet cost 4,800 at
+# 1 a field), so each costs this much more. All but a customer's orders are now read a list
+# at a time (web/resolvers/batches.py); they are weighed per row all the same, as the cost is
+# worked out before anything runs and must hold for whatever the rows turn out to be.
 DATABASE_FIELDS = frozenset(
     {
         ("Customer", "orders"),

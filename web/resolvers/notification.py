@@ -7,6 +7,7 @@ from graphql import GraphQLResolveInfo
 
 from models import notifications
 from models.notifications import AttemptOutcome, Notification, NotificationAttempt
+from web.resolvers import batches
 from web.resolvers.common import query
 from web.resolvers.query import connection
 
@@ -28,7 +29,7 @@ def resolve_phone(notification: Notification, _info: GraphQLResolveInfo) -> str 
 
 @notification_type.field("history")
 def resolve_history(notification: Notification, info: GraphQLResolveInfo):
-    return query(notifications.attempts_of, info, notification=notification)
+    return batches.attempts_of(notification, info)
 
 
 @notification_type.field("inDoubt")
@@ -55,13 +56,13 @@ def resolve_gateway_status(attempt: NotificationAttempt, _info: GraphQLResolveIn
 def resolve_notifications(
     _, info: GraphQLResolveInfo, first: int, status=None, in_doubt=None, after=None
 ):
-    return connection(
-        query(
-            notifications.list_notifications,
-            info,
-            status=status,
-            in_doubt=in_doubt,
-            first=first,
-            after=after,
-        )
+    page = query(
+        notifications.list_notifications,
+        info,
+        status=status,
+        in_doubt=in_doubt,
+        first=first,
+        after=after,
     )
+    batches.shown(info, page.items)
+    return connection(page)

@@ -7,9 +7,10 @@ import json
 from ariadne import ObjectType
 from graphql import GraphQLResolveInfo
 
-from models import customers, notifications, orders
+from models import customers
 from models.orders import Order, OrderEvent
 from models.pagination import encode_cursor
+from web.resolvers import batches
 from web.resolvers.common import query
 
 order_type = ObjectType("Order")
@@ -43,12 +44,13 @@ def resolve_cursor(order: Order, _info: GraphQLResolveInfo) -> str:
 
 @order_type.field("customer")
 def resolve_customer(order: Order, info: GraphQLResolveInfo):
+    batches.load_customer(order, info)
     return query(customers.get_customer, info, customer_id=order.customer_id)
 
 
 @order_type.field("events")
 def resolve_events(order: Order, info: GraphQLResolveInfo) -> list[OrderEvent]:
-    return query(orders.order_events, info, order=order)
+    return batches.events_of(order, info)
 
 
 @order_event_type.field("data")
@@ -58,4 +60,4 @@ def resolve_event_data(event: OrderEvent, _info: GraphQLResolveInfo) -> str:
 
 @order_type.field("notifications")
 def resolve_notifications(order: Order, info: GraphQLResolveInfo):
-    return query(notifications.notifications_of_order, info, order=order)
+    return batches.notifications_of(order, info)
