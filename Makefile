@@ -40,7 +40,8 @@ test: venv tools ## Run the tests with coverage (extra pytest arguments: PYTEST_
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# docker-compose (Debian's 1.29) validates docker-compose.yml without a Docker engine.
+# docker-compose (Debian's 1.29) validates docker-compose.yml without a Docker engine; Node.js
+# runs the GraphQL-over-HTTP spec's audit (tests/test_http_server.py; npm installs its package).
 tools:
 	@command -v docker-compose >/dev/null || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -48,6 +49,12 @@ tools:
 			apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
 				apt-get install -y -qq docker-compose >/dev/null; \
 		else echo "note: install docker-compose to validate docker-compose.yml"; fi; }
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing Node.js to run the GraphQL-over-HTTP audit"; \
+			apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq nodejs npm >/dev/null; \
+		else echo "note: install Node.js and npm to run the GraphQL-over-HTTP audit"; fi; }
 
 bench: venv ## Benchmark the service beside its raw floor (bench/README.md); fails if a target is missed
 	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -229,6 +229,23 @@ def _rate_limit(value: str) -> str:
     return value
 
 
+def _origins(value: str) -> tuple[str, ...]:
+    """Browser origins such as https://shop.example.com or http://localhost:3000."""
+    origins = tuple(origin.strip().rstrip("/") for origin in value.split(",") if origin.strip())
+    for origin in origins:
+        scheme, _, host = origin.partition("://")
+        if scheme not in ("http", "https") or not host or "/" in host or "*" in host:
+            raise ValueError(f"{origin!r} is not an origin such as https://shop.example.com")
+    return origins
+
+
+def _flag(value: str) -> bool:
+    spelled = value.strip().lower()
+    if spelled not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise ValueError("expected true or false")
+    return spelled in ("true", "1", "yes", "on")
+
+
 def _count(value: str) -> int:
     number = int(value)
     if number < 0:
@@ -290,6 +307,11 @@ class Settings:
     rate_limit_prefix: str = "rate-limits"
     # Proxies in front whose X-Forwarded-For/-Proto are believed (Heroku's router: 1).
     trusted_proxies: int = 0
+    # Browser origins allowed to call the API (None: localhost in development, none in
+    # production).
+    cors_origins: tuple[str, ...] | None = None
+    schema_sdl_public: bool = True  # GET /graphql/schema.graphql
+    persisted_query_ttl: int = 24 * 3600  # seconds a persisted query is kept in Redis
 
     @property
     def is_production(self) -> bool:
@@ -414,4 +436,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("LOGIN_ADDRESS_RATE_LIMIT", "login_address_rate_limit", _rate_limit),
     ("RATE_LIMIT_PREFIX", "rate_limit_prefix", str),
     ("TRUSTED_PROXIES", "trusted_proxies", _count),
+    ("CORS_ORIGINS", "cors_origins", _origins),
+    ("SCHEMA_SDL_PUBLIC", "schema_sdl_public", _flag),
+    ("PERSISTED_QUERY_TTL", "persisted_query_ttl", _positive_int),
 )
