@@ -63,11 +63,12 @@ def test_production_finds_no_type_by_name(prod):
     # A lookup says nothing of the schema: an existing type is as absent as a made-up one.
     for name in ("Order", "NoSuchType"):
         response = prod.post(
-            "query($name: String!) { __type(name: $name) { fields { name } } }", {"name": name}
+            "query($name: String!) { __type(name: $name) { fields { name } } me { __typename } }",
+            {"name": name},
         )
 
         assert response.status_code == 200
-        assert response.get_json() == {"data": {"__type": None}}
+        assert response.get_json() == {"data": {"__type": None, "me": {"__typename": "Customer"}}}
 
 
 def test_production_names_no_sdl_when_it_is_not_published(production_app, make_app, session):

@@ -181,7 +181,7 @@ def test_a_query_over_get_answers_with_its_variables(client, bearer):
     assert data["me"]["id"]
     # The caller's own data: its browser may keep it, asking again each time; no shared cache.
     assert response.headers["Cache-Control"] == "private, no-cache"
-    assert {"Accept", "Authorization"} <= set(response.vary)
+    assert {"Accept", "Authorization", "Origin"} <= set(response.vary)
 
 
 @pytest.mark.parametrize(
@@ -241,7 +241,7 @@ def test_an_anonymous_get_that_succeeded_may_be_cached_for_a_minute(client):
 
     assert response.get_json() == {"data": {"__typename": "Query"}}
     assert response.headers["Cache-Control"] == "public, max-age=60"
-    assert {"Accept", "Authorization"} <= set(response.vary)
+    assert {"Accept", "Authorization", "Origin"} <= set(response.vary)
 
 
 def test_a_get_with_an_invalid_token_is_401(client):

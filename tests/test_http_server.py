@@ -43,11 +43,22 @@ def _tool(name: str) -> str:
     return found
 
 
+def _locked_version() -> str:
+    lock = json.loads((AUDIT_DIR / "package-lock.json").read_text())
+    return lock["packages"]["node_modules/graphql-http"]["version"]
+
+
+def _installed_version() -> str | None:
+    installed = AUDIT_DIR / "node_modules" / "graphql-http" / "package.json"
+    return json.loads(installed.read_text())["version"] if installed.exists() else None
+
+
 @pytest.fixture(scope="module")
 def node() -> str:
-    """Node, with the pinned audit package installed beside tests/http_audit/audit.mjs."""
+    """Node, with the pinned audit package installed beside tests/http_audit/audit.mjs (again
+    when the lock pins another version than the one installed)."""
     node = _tool("node")
-    if not (AUDIT_DIR / "node_modules" / "graphql-http" / "package.json").exists():
+    if _installed_version() != _locked_version():
         installed = subprocess.run(
             [_tool("npm"), "ci", "--no-audit", "--no-fund", "--loglevel=error"],
             cwd=AUDIT_DIR,

@@ -1,4 +1,5 @@
-"""The GraphQL endpoint: schema from `schema.graphql`, limits, error shaping, one transaction."""
+"""The GraphQL endpoint: schema from `schema.graphql`, limits, error shaping, one transaction.
+What HTTP asks of it (media types, status codes, GET, caching) is in `web.graphql_http`."""
 
 from __future__ import annotations
 

@@ -152,7 +152,8 @@ def cache_get_answer(response: Response, result: dict[str, Any], authenticated: 
     """Let caches keep the answer to a GET query where that is safe: a signed-in caller's only
     in its own browser (`private`, asked again each time), a stranger's complete answer in any
     cache for a minute, an error nowhere (the `no-store` every other answer gets)."""
-    response.vary.update(("Accept", "Authorization"))
+    # Origin: whether it carries CORS headers depends on the page that asked.
+    response.vary.update(("Accept", "Authorization", "Origin"))
     if authenticated:
         response.headers["Cache-Control"] = "private, no-cache"
     elif response.status_code == 200 and "data" in result and not result.get("errors"):
