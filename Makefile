@@ -41,7 +41,8 @@ test: venv tools ## Run the tests with coverage (extra pytest arguments: PYTEST_
 	$(BIN)/ruff format --check .
 
 # docker-compose (Debian's 1.29) validates docker-compose.yml without a Docker engine;
-# kubectl (Debian's kubernetes-client) renders deploy/k8s with `kubectl kustomize`, no cluster.
+# kubectl (Debian's kubernetes-client) renders deploy/k8s with `kubectl kustomize`, no cluster;
+# Node.js runs the GraphQL-over-HTTP spec's audit (tests/test_http_server.py; npm installs it).
 tools:
 	@command -v docker-compose >/dev/null || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -55,6 +56,12 @@ tools:
 			apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
 				apt-get install -y -qq kubernetes-client >/dev/null; \
 		else echo "note: install kubectl (kubernetes-client) to rehearse deploy/k8s"; fi; }
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing Node.js to run the GraphQL-over-HTTP audit"; \
+			apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq nodejs npm >/dev/null; \
+		else echo "note: install Node.js and npm to run the GraphQL-over-HTTP audit"; fi; }
 
 bench: venv ## Benchmark the service beside its raw floor (bench/README.md); fails if a target is missed
 	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 import redis
 from flask import Flask
+from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from sqlalchemy import make_url, text
 from sqlalchemy.orm import scoped_session, sessionmaker
@@ -35,6 +36,23 @@ REDIS_URL = os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
 # Set before the Celery app reads celeryconfig, for tasks run in this process too.
 QUEUE = os.environ["CELERY_QUEUE"] = f"orders-test-{uuid.uuid4().hex[:8]}"
 SUITE_RATE_LIMIT = "100000 per minute"
+# What the GraphQL-over-HTTP spec recommends a client accept.
+RECOMMENDED_ACCEPT = (
+    "application/graphql-response+json; charset=utf-8, application/json; charset=utf-8"
+)
+
+
+class RecommendedClient(FlaskClient):
+    """Flask's test client, sending the Accept header the GraphQL-over-HTTP spec recommends
+    unless a request names its own: a request error then answers 400 (tests/test_http.py
+    covers clients that accept only application/json, or send no Accept)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.environ_base.setdefault("HTTP_ACCEPT", RECOMMENDED_ACCEPT)
+
+
+Flask.test_client_class = RecommendedClient
 
 
 def _admin_dsn(url: str) -> str:
@@ -105,6 +123,7 @@ def _dispose(application: Flask) -> None:
         for engine in db.engines.values():
             engine.dispose()
     application.extensions["health_redis"].close()
+    application.extensions["persisted_queries"].close()
 
 
 @pytest.fixture

@@ -48,16 +48,38 @@ def depth_of(document: str) -> int:
 # --- introspection, GraphiQL, suggestions, stack traces ------------------------------------
 
 
-@pytest.mark.parametrize(
-    "document",
-    ["{ __schema { types { name } } }", '{ __type(name: "Order") { fields { name } } }'],
-)
-def test_production_refuses_introspection(prod, document):
-    response = prod.post(document)
+def test_production_refuses_introspection(prod):
+    response = prod.post("{ __schema { types { name } } }")
 
     assert response.status_code == 400
-    assert "introspection is disabled" in messages_of(response)
+    assert messages_of(response) == (
+        "Cannot query '__schema': introspection is disabled. "
+        "The schema is published at /graphql/schema.graphql."
+    )
     assert "data" not in response.get_json()
+
+
+def test_production_finds_no_type_by_name(prod):
+    # A lookup says nothing of the schema: an existing type is as absent as a made-up one.
+    for name in ("Order", "NoSuchType"):
+        response = prod.post(
+            "query($name: String!) { __type(name: $name) { fields { name } } me { __typename } }",
+            {"name": name},
+        )
+
+        assert response.status_code == 200
+        assert response.get_json() == {"data": {"__type": None, "me": {"__typename": "Customer"}}}
+
+
+def test_production_names_no_sdl_when_it_is_not_published(production_app, make_app, session):
+    settings = production_app.config["SETTINGS"]
+    hidden = make_app(env="production", secret_key=settings.secret_key, schema_sdl_public=False)
+    response = hidden.test_client().post(
+        "/graphql", json={"query": "{ __schema { types { name } } }"}
+    )
+
+    assert response.status_code == 400
+    assert messages_of(response) == "Cannot query '__schema': introspection is disabled."
 
 
 def test_development_allows_introspection(jane):
@@ -72,11 +94,16 @@ def test_typename_still_works_in_production(prod):
     assert response.get_json() == {"data": {"me": {"__typename": "Customer"}}}
 
 
-@pytest.mark.parametrize("path", ["/graphql", "/graphql/"])
-def test_production_serves_no_graphiql(production_app, path):
-    response = production_app.test_client().get(path, headers={"Accept": "text/html"})
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
-    assert response.status_code == 405
+
+@pytest.mark.parametrize("path", ["/graphql", "/graphql/"])
+@pytest.mark.parametrize(("accept", "status"), [("text/html", 406), (BROWSER_ACCEPT, 400)])
+def test_production_serves_no_graphiql(production_app, path, accept, status):
+    response = production_app.test_client().get(path, headers={"Accept": accept})
+
+    # A page only: nothing it takes (406); a browser's, which takes anything: no query (400).
+    assert response.status_code == status
     assert response.mimetype == "application/json"
     assert "graphiql" not in response.get_data(as_text=True).lower()
 

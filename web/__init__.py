@@ -79,11 +79,23 @@ def create_app(config: Settings | dict[str, Any] | None = None, *, role: str = "
             ping_when_idle(engine)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), compare_type=True)
 
-    from web import auth, callbacks, commands, graphql, health, metrics, rate_limits
+    from web import (
+        auth,
+        callbacks,
+        commands,
+        cors,
+        graphql,
+        health,
+        metrics,
+        persisted_queries,
+        rate_limits,
+    )
     from worker import outbox
 
     outbox.init_app(app, settings.redis_url, settings.celery_queue)
     app.extensions["graphql"] = graphql.GraphQLService(settings)
+    persisted_queries.init_app(app, settings)
+    cors.init_app(app, settings)
     auth.init_app(app, settings)
     rate_limits.init_app(app, settings)
     app.register_blueprint(graphql.blueprint)

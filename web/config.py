@@ -229,6 +229,23 @@ def _rate_limit(value: str) -> str:
     return value
 
 
+def _origins(value: str) -> tuple[str, ...]:
+    """Browser origins such as https://shop.example.com or http://localhost:3000."""
+    origins = tuple(origin.strip().rstrip("/") for origin in value.split(",") if origin.strip())
+    for origin in origins:
+        scheme, _, host = origin.partition("://")
+        if scheme not in ("http", "https") or not host or "/" in host or "*" in host:
+            raise ValueError(f"{origin!r} is not an origin such as https://shop.example.com")
+    return origins
+
+
+def _flag(value: str) -> bool:
+    spelled = value.strip().lower()
+    if spelled not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise ValueError("expected true or false")
+    return spelled in ("true", "1", "yes", "on")
+
+
 def _count(value: str) -> int:
     number = int(value)
     if number < 0:
@@ -300,6 +317,11 @@ class Settings:
     # gunicorn.conf.py's defaults): each may hold a database connection, so they size the pool.
     worker_concurrency: int = 32
     web_threads: int = 4
+    # Browser origins allowed to call the API (None: localhost in development, none in
+    # production).
+    cors_origins: tuple[str, ...] | None = None
+    schema_sdl_public: bool = True  # GET /graphql/schema.graphql
+    persisted_query_ttl: int = 24 * 3600  # seconds a persisted query is kept in Redis
 
     @property
     def is_production(self) -> bool:
@@ -434,4 +456,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("TRUSTED_PROXIES", "trusted_proxies", _count),
     ("WORKER_CONCURRENCY", "worker_concurrency", _positive_int),
     ("WEB_THREADS", "web_threads", _positive_int),
+    ("CORS_ORIGINS", "cors_origins", _origins),
+    ("SCHEMA_SDL_PUBLIC", "schema_sdl_public", _flag),
+    ("PERSISTED_QUERY_TTL", "persisted_query_ttl", _positive_int),
 )

@@ -75,11 +75,14 @@ def as_graphql_error(failure: DatabaseFailure) -> dict[str, object]:
     return {"message": failure.message, "extensions": {"code": failure.code}}
 
 
-def response(failure: DatabaseFailure, status: int | None = None) -> Response:
-    """The failure as a GraphQL-shaped body, with `status` (default: the failure's own) and,
-    when the request is worth repeating, Retry-After."""
+def response(
+    failure: DatabaseFailure, status: int | None = None, media: str = "application/json"
+) -> Response:
+    """The failure as a GraphQL-shaped body in `media`, with `status` (default: the failure's
+    own) and, when the request is worth repeating, Retry-After."""
     answer = jsonify({"errors": [as_graphql_error(failure)]})
     answer.status_code = status or failure.status
+    answer.content_type = f"{media}; charset=utf-8"
     if failure.retry_after:
         answer.headers["Retry-After"] = str(failure.retry_after)
     return answer

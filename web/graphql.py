@@ -1,4 +1,5 @@
-"""The GraphQL endpoint: schema from `schema.graphql`, limits, error shaping, one transaction."""
+"""The GraphQL endpoint: schema from `schema.graphql`, limits, error shaping, one transaction.
+What HTTP asks of it (media types, status codes, GET, caching) is in `web.graphql_http`."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from typing import Any
 
 from ariadne import graphql_sync, load_schema_from_path, make_executable_schema
 from ariadne.explorer import ExplorerGraphiQL
-from ariadne.validation.introspection_disabled import IntrospectionDisabledRule
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, request
 from graphql import (
     DocumentNode,
     GraphQLError,
     GraphQLSchema,
     OperationDefinitionNode,
+    OperationType,
     get_operation_ast,
     parse,
 )
@@ -25,10 +26,12 @@ from graphql.validation import specified_rules, validate
 from sqlalchemy.exc import SQLAlchemyError
 
 from models.db import db
-from web import database_errors, json_body, metrics, security, sentry
+from web import database_errors, introspection, json_body, metrics, security, sentry
+from web import graphql_http as http
 from web.config import Settings
 from web.document_limits import Measurements, bracket_nesting, cost, measure, merged_pairs
 from web.logs import operation_var, request_id_var
+from web.persisted_queries import PersistedQueryError, persisted_queries
 from web.resolvers import bindables
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.graphql"
@@ -49,7 +52,6 @@ MAX_FRAGMENTS = 32
 # Selections of one response field at one path (e.g. `id` from several fragments) are compared
 # two by two, each comparison printing their arguments: at most this many pairs in all.
 MAX_MERGED_PAIRS = 500
-JSON_TYPES = ("application/json", "application/graphql-response+json")
 
 log = logging.getLogger(__name__)
 # Ariadne logs every error with a traceback, expected ones included; format_error logs the
@@ -86,7 +88,8 @@ class GraphQLService:
         self.explorer = ExplorerGraphiQL(title="Order service")
         self.static_rules = (*specified_rules,)
         if settings.is_production:
-            self.static_rules += (IntrospectionDisabledRule,)
+            self.static_rules += (introspection.disabled_rule(settings.schema_sdl_public),)
+        self.sdl = SCHEMA_PATH.read_text()
         # Brackets nest once per field level and a few more inside argument values.
         self.max_nesting = 2 * settings.graphql_max_depth + 8
         # Only the cost, which depends on variables, is checked per request.
@@ -190,6 +193,13 @@ class GraphQLService:
             return metrics.UNPARSED
         return metrics.operation_label(self.schema, document, data.get("operationName"))
 
+    def mutates(self, data: dict[str, Any], prepared: PreparedDocument) -> bool:
+        """Whether the request would run a mutation (or a subscription), which a GET must not."""
+        if prepared.document is None:
+            return False
+        operation = get_operation_ast(prepared.document, data.get("operationName"))
+        return operation is not None and operation.operation is not OperationType.QUERY
+
     def cost_errors(
         self, prepared: PreparedDocument, data: dict[str, Any]
     ) -> tuple[GraphQLError, ...]:
@@ -241,6 +251,11 @@ class GraphQLService:
             formatted.setdefault("extensions", {})["exception"] = repr(original)
         return formatted
 
+    def middleware_for(self, query: str) -> list[Any] | None:
+        if self.settings.is_production:
+            return introspection.middleware_for(query)
+        return None
+
     def execute(
         self, data: dict[str, Any], prepared: PreparedDocument, context: dict[str, Any]
     ) -> dict[str, Any]:
@@ -262,6 +277,7 @@ class GraphQLService:
             debug=not self.settings.is_production,
             error_formatter=self.format_error,
             logger=quiet,
+            middleware=self.middleware_for(data["query"]),
         )
         return result
 
@@ -273,60 +289,78 @@ def too_deep(limit: int) -> GraphQLError:
     )
 
 
-def error_response(status: int, message: str, code: str) -> Response:
-    """A GraphQL-shaped error body for requests that never reached execution."""
-    response = jsonify({"errors": [{"message": message, "extensions": {"code": code}}]})
-    response.status_code = status
-    return response
-
-
 def service() -> GraphQLService:
     return current_app.extensions["graphql"]
 
 
-@blueprint.get("/graphql")
-@blueprint.get("/graphql/")
-def explorer() -> Response:
-    if service().settings.is_production:
-        return error_response(405, "Send GraphQL requests as POST with a JSON body.", "BAD_REQUEST")
-    return security.graphiql_response(service().explorer.html(request))
+@blueprint.get("/graphql/schema.graphql")
+def schema_sdl() -> Response:
+    """The schema as SDL, `schema.graphql` as it is, unless SCHEMA_SDL_PUBLIC is off."""
+    if not service().settings.schema_sdl_public:
+        return http.error_response(404, "The schema is not published here.", "NOT_FOUND")
+    response = Response(service().sdl, mimetype="text/plain")
+    # Public, and revalidated each time: a deploy may change it.
+    response.headers["Cache-Control"] = "public, no-cache"
+    response.add_etag()
+    return response.make_conditional(request)
 
 
-@blueprint.post("/graphql")
-@blueprint.post("/graphql/")
+def _wants_graphiql() -> bool:
+    # A browser opening the endpoint: it prefers a page and asks no query.
+    accepted = request.accept_mimetypes
+    page = accepted.best_match(["text/html", http.JSON, http.GRAPHQL_RESPONSE])
+    return page == "text/html" and "query" not in request.args and "extensions" not in request.args
+
+
+@blueprint.route("/graphql", methods=["GET", "POST"])
+@blueprint.route("/graphql/", methods=["GET", "POST"])
 def execute() -> Response:
-    if request.mimetype not in JSON_TYPES:
-        return error_response(
-            415, "Send the request as JSON (Content-Type: application/json).", "BAD_REQUEST"
+    """A GraphQL request over POST or GET (queries only); GraphiQL for a browser outside
+    production."""
+    # HEAD is a GET without the body (Flask routes it with GET): the same rules.
+    over_get = request.method != "POST"
+    if over_get and not service().settings.is_production and _wants_graphiql():
+        g.graphiql_page = True
+        return security.graphiql_response(service().explorer.html(request))
+    media = http.response_type(request.headers.get("Accept"))
+    if media is None:
+        return http.error_response(
+            406, f"Accept {http.GRAPHQL_RESPONSE} or {http.JSON}.", "NOT_ACCEPTABLE"
         )
+    persisted = persisted_queries()
     try:
-        data = json_body.load(request.get_data(cache=False))
-    except json_body.UnreadableBody as error:
-        return error_response(400, str(error), "BAD_REQUEST")
-    if isinstance(data, list):
-        return error_response(400, "Batched requests are not supported.", "BAD_REQUEST")
-    if not isinstance(data, dict) or not isinstance(data.get("query"), str):
-        return error_response(
-            400, "The body must be an object with a 'query' string.", "BAD_REQUEST"
-        )
+        data = http.read_get(request.args) if over_get else http.read_post(request)
+        digest = persisted.resolve(data)
+        http.require_query(data, over_get)
+    except http.MalformedRequest as error:
+        return http.error_response(error.status, str(error), "BAD_REQUEST", media)
+    except PersistedQueryError as error:
+        status = 400 if error.malformed else None
+        result = {"errors": [{"message": str(error), "extensions": {"code": error.code}}]}
+        return http.graphql_response(result, media, status)
 
     prepared = service().prepare(data["query"])
     if refused := json_body.refusals(data, service().declared_variables(data, prepared)):
-        response = jsonify({"errors": refused})
-        response.status_code = 400
+        return http.graphql_response({"errors": refused}, media)
+    if over_get and service().mutates(data, prepared):
+        response = http.error_response(
+            405, "Send mutations as POST: a GET only runs queries.", "METHOD_NOT_ALLOWED", media
+        )
+        response.headers["Allow"] = "POST"
         return response
-
+    if digest and not prepared.errors and g.get("actor") is not None:
+        persisted.remember(digest, data["query"])
     operation_var.set(service().operation_name(data, prepared))
     g.graphql_root_field = service().metrics_label(data, prepared)
     session = db.session()
     session.info["request_id"] = request_id_var.get()
     context = {"request": request, "actor": g.get("actor"), "settings": service().settings}
-    result = service().execute(data, prepared, context)
+    result = http.request_error_without_data(service().execute(data, prepared, context))
     if database_errors.UNAVAILABLE.code in _codes(result):
         # A field lost the database: nothing of the request is kept, and all of it may be
         # repeated.
         session.rollback()
-        return database_errors.response(database_errors.UNAVAILABLE)
+        return database_errors.response(database_errors.UNAVAILABLE, media=media)
     try:
         session.commit()
     except SQLAlchemyError as error:
@@ -336,12 +370,12 @@ def execute() -> Response:
             raise  # a bug: the app's error handler answers 500
         database_errors.log_failure(failure, error)
         if failure.retry_after:
-            return database_errors.response(failure)
+            return database_errors.response(failure, media=media)
         # Executed but not saved (a deferred key, say): what the fields said is void.
         result = {"data": None, "errors": [database_errors.as_graphql_error(failure)]}
-    response = jsonify(result)
-    # A document that never executed (syntax, validation, limits) is a bad request.
-    response.status_code = 200 if "data" in result else 400
+    response = http.graphql_response(result, media)
+    if over_get:
+        http.cache_get_answer(response, result, authenticated=g.get("actor") is not None)
     g.graphql_outcome = _outcome(result)
     return response
 

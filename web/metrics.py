@@ -336,7 +336,9 @@ def _start_timer() -> None:
 
 
 def _record(response: Response) -> Response:
-    if request.endpoint == "graphql.execute" and "metrics_started" in g:
+    # A CORS preflight and GraphiQL's page are not GraphQL requests.
+    graphql = request.method != "OPTIONS" and not g.get("graphiql_page")
+    if request.endpoint == "graphql.execute" and graphql and "metrics_started" in g:
         outcome = g.get("graphql_outcome") or (
             "unauthenticated"
             if response.status_code == 401

@@ -25,6 +25,8 @@ SPELLINGS = ["Production", " production", "prod"]
 PROCESSES = ["web", "worker", "beat", "flower", "release"]
 INTROSPECTION = {"query": "{ __schema { types { name } } }"}
 MISSPELLED = {"query": "{ allOrders(frist: 2) { id } }"}
+# A request error is then 400, not the 200 an application/json client gets.
+MODERN = {"Accept": "application/graphql-response+json"}
 
 
 @pytest.fixture
@@ -36,7 +38,9 @@ def env(database_url, idp, app):
 def _graphql_answers(url: str) -> dict[str, requests.Response]:
     return {
         "graphiql": requests.get(f"{url}/graphql", headers={"Accept": "text/html"}, timeout=10),
-        "introspection": requests.post(f"{url}/graphql", json=INTROSPECTION, timeout=10),
+        "introspection": requests.post(
+            f"{url}/graphql", json=INTROSPECTION, headers=MODERN, timeout=10
+        ),
         "misspelled": requests.post(f"{url}/graphql", json=MISSPELLED, timeout=10),
     }
 
@@ -46,7 +50,7 @@ def test_a_spelling_of_production_serves_production(env, spelling, tmp_path):
     with web_server(env(APP_ENV=spelling), tmp_path) as server:
         answers = _graphql_answers(server.url)
 
-    assert answers["graphiql"].status_code == 405
+    assert answers["graphiql"].status_code == 406  # JSON only, and it asked for a page
     assert "graphiql" not in answers["graphiql"].text.lower()
     assert answers["introspection"].status_code == 400
     assert "introspection is disabled" in answers["introspection"].text
