@@ -38,7 +38,9 @@ def test_text_in_an_answer_is_utf8_not_escapes(production_app, session, idp):
     assert response.get_json()["data"]["createCustomer"]["customer"]["name"] == name
     assert name.encode() in raw
     assert b"\\u" not in raw
-    assert response.mimetype == "application/json"
+    # The client asks for GraphQL's media type (tests/conftest.py), which is UTF-8 JSON.
+    assert response.mimetype == "application/graphql-response+json"
+    assert response.mimetype_params["charset"] == "utf-8"
 
 
 # -- over a real socket ------------------------------------------------------------------------
