@@ -31,6 +31,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     make_wsgi_app,
@@ -43,7 +44,7 @@ from sqlalchemy import func, select, text
 from werkzeug.datastructures import Authorization
 
 from models.db import db
-from models.notifications import Notification, NotificationStatus
+from models.notifications import AttemptOutcome, Notification, NotificationStatus
 from web.config import Settings
 
 blueprint = Blueprint("metrics", __name__)
@@ -76,6 +77,21 @@ SMS_IN_DOUBT = Counter(
     "Sends cut off by a worker that stopped before the gateway's reply reached it: the SMS may "
     "have gone out, and is sent again (notifications(inDoubt: true) lists them).",
 )
+WORKER_HEARTBEAT = Gauge(
+    "sms_worker_heartbeat_timestamp_seconds",
+    "When this Celery worker last sent its heartbeat (every 2 s while its consumer reaches the "
+    "broker); 0 in a process that is no worker.",
+    # Summed over a shared directory: the newest heartbeat of the host's workers, and a dead
+    # worker's last one stays behind, so its age keeps growing.
+    multiprocess_mode="max",
+)
+
+# Every known label value from the start, at 0: a series that first appears with its first
+# count (a first refused send, say) gives increase() nothing to compare it with.
+for _outcome in AttemptOutcome:
+    SMS_ATTEMPTS.labels(_outcome.value)
+for _reason in ("lease_expired", "overdue"):
+    SWEEP_RESENDS.labels(_reason)
 
 # The `operation` label is the root field an operation selects, so the schema bounds the
 # label set: a client's operation names or misspelt fields cannot grow it.
