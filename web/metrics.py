@@ -81,7 +81,7 @@ WORKER_HEARTBEAT = Gauge(
     "sms_worker_heartbeat_timestamp_seconds",
     "When this Celery worker last sent its heartbeat (every 2 s while its consumer reaches the "
     "broker); 0 in a process that is no worker.",
-    # Summed over a shared directory: the newest heartbeat of the host's workers, and a dead
+    # Read over a shared directory: the newest heartbeat of the host's workers; a dead
     # worker's last one stays behind, so its age keeps growing.
     multiprocess_mode="max",
 )
