@@ -63,6 +63,23 @@ tools:
 				apt-get install -y -qq nodejs npm >/dev/null; \
 		else echo "note: install Node.js and npm to run the GraphQL-over-HTTP audit"; fi; }
 
+# promtool checks deploy/prometheus. Only the binary is taken out of Debian's prometheus
+# package (into var/tools): installing the package would also start a Prometheus server.
+PROMTOOL := var/tools/bin/promtool
+.PHONY: promtool
+tools: promtool
+promtool:
+	@command -v promtool >/dev/null || [ -x $(PROMTOOL) ] || { \
+		if command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null; then \
+			echo "extracting promtool from the prometheus package to check deploy/prometheus"; \
+			if [ "$$(id -u)" = 0 ]; then apt-get update -qq >/dev/null 2>&1 || true; fi; \
+			rm -rf var/tools/deb && mkdir -p var/tools/deb var/tools/bin && \
+			(cd var/tools/deb && apt-get download -qq prometheus >/dev/null 2>&1) && \
+			dpkg-deb -x var/tools/deb/prometheus_*.deb var/tools/deb/root && \
+			mv var/tools/deb/root/usr/bin/promtool $(PROMTOOL) && rm -rf var/tools/deb || \
+			echo "note: could not get promtool; install the prometheus package"; \
+		else echo "note: install promtool (the prometheus package) to check deploy/prometheus"; fi; }
+
 bench: venv ## Benchmark the service beside its raw floor (bench/README.md); fails if a target is missed
 	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \

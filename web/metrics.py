@@ -33,6 +33,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     make_wsgi_app,
@@ -45,7 +46,7 @@ from sqlalchemy import func, select, text
 from werkzeug.datastructures import Authorization
 
 from models.db import db
-from models.notifications import Notification, NotificationStatus
+from models.notifications import AttemptOutcome, Notification, NotificationStatus
 from web.config import ConfigError, Settings
 
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
@@ -126,6 +127,21 @@ RELAY_RESTARTS = Counter(
     "sms_relay_restarts_total",
     "Times the outbox relay stopped on an unexpected error and was started again.",
 )
+WORKER_HEARTBEAT = Gauge(
+    "sms_worker_heartbeat_timestamp_seconds",
+    "When this Celery worker last sent its heartbeat (every 2 s while its consumer reaches the "
+    "broker); 0 in a process that is no worker.",
+    # Read over a shared directory: the newest heartbeat of the host's workers; a dead
+    # worker's last one stays behind, so its age keeps growing.
+    multiprocess_mode="max",
+)
+
+# Every known label value from the start, at 0: a series that first appears with its first
+# count (a first refused send, say) gives increase() nothing to compare it with.
+for _outcome in AttemptOutcome:
+    SMS_ATTEMPTS.labels(_outcome.value)
+for _reason in ("lease_expired", "overdue"):
+    SWEEP_RESENDS.labels(_reason)
 
 # The `operation` label is the root field an operation selects, so the schema bounds the
 # label set: a client's operation names or misspelt fields cannot grow it.

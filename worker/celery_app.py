@@ -71,6 +71,15 @@ def _serve_metrics(**_kwargs: Any) -> None:
         serve_worker_metrics(settings, settings.worker_metrics_port)
 
 
+@signals.heartbeat_sent.connect
+def _beat(**_kwargs: Any) -> None:
+    """Celery's heartbeat went out, so this worker's consumer runs and reaches the broker: the
+    "no worker consuming" alert watches the newest of these times."""
+    from web.metrics import WORKER_HEARTBEAT
+
+    WORKER_HEARTBEAT.set_to_current_time()
+
+
 @signals.task_prerun.connect
 def _forget_request_id(**_kwargs: Any) -> None:
     # Pool threads are reused: a task starts with no request id until it reads its row's.

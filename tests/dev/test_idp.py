@@ -389,10 +389,13 @@ def test_refuses_to_run_in_production(
     assert "refuses to run" in capsys.readouterr().err
 
 
-def test_demo_users_match_the_keycloak_realm_export() -> None:
+def test_demo_users_match_keycloaks_demo_users() -> None:
+    """dev.idp's users are the ones `docker compose --profile dev` adds to the realm, whose
+    clients put the same claims in tokens."""
     users = load_users()
     realm = json.loads((ROOT / "deploy/keycloak/realm-export.json").read_text())
-    exported = {user["username"]: user for user in realm["users"]}
+    demo = json.loads((ROOT / "dev/keycloak/demo-users.json").read_text())
+    exported = {user["username"]: user for user in demo["users"]}
 
     assert set(users) == {"admin", "jane"} == set(exported)
     for name, user in users.items():
