@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from models.db import db, ping_when_idle
-from web import logs, security, sentry
+from web import logs, security, sentry, slow_clients
 from web.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +65,8 @@ def create_app(config: Settings | dict[str, Any] | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     logs.configure(settings.log_level)
     logs.init_app(app)
+    # First of the request hooks: none of them may wait on a client's body.
+    slow_clients.init_app(app)
     security.init_app(app, settings)
     sentry.init(settings)
 
