@@ -45,6 +45,8 @@ PLACEHOLDER = "REPLACE_ME"
 # Paths inside the pods, on their emptyDir volume: the root filesystem is read-only.
 TMP = "/tmp"  # noqa: S108
 METRICS_DIR = f"{TMP}/metrics"
+# How every Procfile line starts: production unless APP_ENV says otherwise.
+PRODUCTION_BY_DEFAULT = 'env APP_ENV="${APP_ENV:-production}" '
 # Procfile process -> the workload that runs it.
 PROCESSES = {
     "release": "migrate",
@@ -224,7 +226,9 @@ def test_pods_run_the_procfile_commands(process, workload):
             return pod_values[name]
         return f"$({name})" if name in names else default
 
-    expected = shlex.split(re.sub(r"\$\{(\w+):-([^}]*)\}", expand, _procfile()[process]))
+    # APP_ENV's default is the image's own (the Dockerfile's ENV APP_ENV=production).
+    line = _procfile()[process].removeprefix(PRODUCTION_BY_DEFAULT)
+    expected = shlex.split(re.sub(r"\$\{(\w+):-([^}]*)\}", expand, line))
     command = _container(workload)["command"]
 
     assert command == expected

@@ -15,7 +15,6 @@ import logging
 import os
 import re
 import secrets
-import shlex
 import signal
 import socket
 import subprocess
@@ -383,10 +382,11 @@ def _free_port() -> int:
 
 
 def _procfile_command(process: str) -> list[str]:
+    """The Procfile line run by a shell, as honcho and Heroku run it."""
     for line in (ROOT / "Procfile").read_text().splitlines():
         name, _, command = line.partition(":")
         if name == process:
-            return shlex.split(command)
+            return ["sh", "-c", f"exec {command.strip()}"]
     raise AssertionError(f"no {process} process in the Procfile")
 
 
