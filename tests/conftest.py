@@ -35,6 +35,8 @@ REDIS_URL = os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
 # Set before the Celery app reads celeryconfig, for tasks run in this process too.
 QUEUE = os.environ["CELERY_QUEUE"] = f"orders-test-{uuid.uuid4().hex[:8]}"
 SUITE_RATE_LIMIT = "100000 per minute"
+# The API client's secret at the development identity provider; as long as a provider's.
+CLIENT_SECRET = "customer-api-secret-of-the-test-idp"
 
 
 def _admin_dsn(url: str) -> str:
@@ -73,7 +75,7 @@ def _forget_test_queue() -> Iterator[None]:
 def idp() -> Iterator[Any]:
     """The development identity provider, served on 127.0.0.1 for the whole run."""
     provider = DevIdentityProvider(
-        ROOT / "dev" / "users.json", client_id="customer_api", client_secret="test-secret"
+        ROOT / "dev" / "users.json", client_id="customer_api", client_secret=CLIENT_SECRET
     )
     server = provider.serve_in_thread(host="127.0.0.1", port=0)
     yield provider
@@ -88,7 +90,7 @@ def settings(database_url: str, idp: Any) -> Settings:
         celery_queue=QUEUE,
         oidc_issuer=idp.issuer,
         oidc_client_id="customer_api",
-        oidc_client_secret="test-secret",
+        oidc_client_secret=CLIENT_SECRET,
         # Rate limits count under this run's name, which the cleanup deletes; the suite's
         # few users send more than a real caller would. tests/attacks/ holds the defaults.
         rate_limit_prefix=f"{QUEUE}-limits",

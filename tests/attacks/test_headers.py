@@ -29,6 +29,7 @@ import pytest
 import requests
 from flask import Flask
 
+from tests.conftest import CLIENT_SECRET
 from web.config import ConfigError, Settings
 from web.logs import JsonFormatter
 from web.security import graphiql_policy
@@ -434,7 +435,7 @@ def production_env(settings: Settings, idp: Any, tmp_path: Path) -> dict[str, st
         else settings.redis_url,
         "CELERY_QUEUE": settings.celery_queue,
         "OIDC_ISSUER": idp.issuer,
-        "OIDC_CLIENT_SECRET": "test-secret",
+        "OIDC_CLIENT_SECRET": CLIENT_SECRET,
         "AT_API_KEY": "at-key-for-tests",
         "AT_CALLBACK_SECRET": secrets.token_hex(32),
         "FLOWER_BASIC_AUTH": f"ops:{secrets.token_urlsafe(16)}",
