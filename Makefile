@@ -26,11 +26,13 @@ venv: $(VENV)/.installed ## Create .venv; re-install when requirements*.txt chan
 
 # The release step runs before honcho, which stops every process as soon as one exits; `exec`
 # lets honcho itself receive the signals dev.services forwards.
-# Development binds to 127.0.0.1, and every process shares one metrics directory so /metrics
-# shows the worker's counters too.
+# Development says so: the Procfile's processes run in production unless APP_ENV says
+# otherwise. It binds to 127.0.0.1, and every process shares one metrics directory so
+# /metrics shows the worker's counters too.
 run: venv ## Migrate, then run web, worker, beat and flower with PostgreSQL, Redis and dev.idp
 	rm -rf var/metrics && mkdir -p var/metrics
-	HOST=$${HOST:-127.0.0.1} PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/var/metrics \
+	APP_ENV=$${APP_ENV:-development} HOST=$${HOST:-127.0.0.1} \
+	PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/var/metrics \
 	$(SERVICES) --database orders --idp -- sh -c '$(MIGRATE) && \
 		echo "GraphiQL: http://127.0.0.1:$${PORT:-5000}/graphql" && \
 		exec honcho start web worker beat flower'

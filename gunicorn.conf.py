@@ -21,8 +21,9 @@ if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"  # noqa: S104
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # Threads overlap the waits on Postgres; the GIL makes more processes, not threads, the way
-# to use more cores.
-worker_class = "gthread"
+# to use more cores. gunicorn's gthread worker, whose threads a client sending its request a
+# byte at a time cannot hold (web/slow_clients.py).
+worker_class = "web.gunicorn_worker.ThreadWorker"
 threads = int(os.environ.get("WEB_THREADS", "4"))
 # Each worker listens on a socket of its own (SO_REUSEPORT) and the kernel spreads new
 # connections across them. With one shared socket, the first worker to wake takes a burst of

@@ -54,6 +54,9 @@ class RecommendedClient(FlaskClient):
 
 Flask.test_client_class = RecommendedClient
 
+# The API client's secret at the development identity provider; as long as a provider's.
+CLIENT_SECRET = "customer-api-secret-of-the-test-idp"
+
 
 def _admin_dsn(url: str) -> str:
     parsed = make_url(url.replace("postgres://", "postgresql://", 1)).set(
@@ -91,7 +94,7 @@ def _forget_test_queue() -> Iterator[None]:
 def idp() -> Iterator[Any]:
     """The development identity provider, served on 127.0.0.1 for the whole run."""
     provider = DevIdentityProvider(
-        ROOT / "dev" / "users.json", client_id="customer_api", client_secret="test-secret"
+        ROOT / "dev" / "users.json", client_id="customer_api", client_secret=CLIENT_SECRET
     )
     server = provider.serve_in_thread(host="127.0.0.1", port=0)
     yield provider
@@ -106,7 +109,7 @@ def settings(database_url: str, idp: Any) -> Settings:
         celery_queue=QUEUE,
         oidc_issuer=idp.issuer,
         oidc_client_id="customer_api",
-        oidc_client_secret="test-secret",
+        oidc_client_secret=CLIENT_SECRET,
         # Rate limits count under this run's name, which the cleanup deletes; the suite's
         # few users send more than a real caller would. tests/attacks/ holds the defaults.
         rate_limit_prefix=f"{QUEUE}-limits",

@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from tests.conftest import QUEUE, REDIS_URL
+from tests.conftest import CLIENT_SECRET, QUEUE, REDIS_URL
 from web.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +66,7 @@ def production_env(database_url: str, issuer: str, **changes: str | None) -> dic
             "REDIS_URL": _spelled_apart(REDIS_URL),
             "OIDC_ISSUER": issuer,
             "OIDC_CLIENT_ID": "customer_api",
-            "OIDC_CLIENT_SECRET": "test-secret",
+            "OIDC_CLIENT_SECRET": CLIENT_SECRET,
             "AT_USERNAME": "sandbox",
             "AT_API_KEY": secrets.token_hex(16),
             "AT_CALLBACK_SECRET": secrets.token_urlsafe(32),

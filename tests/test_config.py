@@ -23,9 +23,9 @@ PRODUCTION = {
     "REDIS_URL": "redis://cache.internal:6379/0",
     "OIDC_ISSUER": "https://auth.example.com/realms/donfiles",
     "OIDC_CLIENT_ID": "customer_api",
-    "OIDC_CLIENT_SECRET": "oidc-9c1e4b7a",
+    "OIDC_CLIENT_SECRET": "oidc-9c1e4b7a2f6d8e03b5c7",
     "AT_USERNAME": "donfiles",
-    "AT_API_KEY": "at-api-key",
+    "AT_API_KEY": "atsk_5f2b9c0e7d4a1836f0b2c9e5",
     "AT_CALLBACK_SECRET": "HrkagbDgNfynQSdyTjiJVYryxrT2F5Ec",
     "FLOWER_BASIC_AUTH": "ops:s3cure-Flower-pw",
 }

@@ -46,6 +46,8 @@ PLACEHOLDER = "REPLACE_ME"
 # Paths inside the pods, on their emptyDir volume: the root filesystem is read-only.
 TMP = "/tmp"  # noqa: S108
 METRICS_DIR = f"{TMP}/metrics"
+# How every Procfile line starts: production unless APP_ENV says otherwise.
+PRODUCTION_BY_DEFAULT = 'env APP_ENV="${APP_ENV:-production}" '
 # Procfile process -> the workload that runs it.
 PROCESSES = {
     "release": "migrate",
@@ -233,7 +235,9 @@ def test_pods_run_the_procfile_commands(process, workload):
             return pod_values[name]
         return f"$({name})" if name in names else default
 
-    expected = shlex.split(re.sub(r"\$\{(\w+):-([^}]*)\}", expand, _procfile()[process]))
+    # APP_ENV's default is the image's own (the Dockerfile's ENV APP_ENV=production).
+    line = _procfile()[process].removeprefix(PRODUCTION_BY_DEFAULT)
+    expected = shlex.split(re.sub(r"\$\{(\w+):-([^}]*)\}", expand, line))
     command = _container(workload)["command"]
 
     assert command == expected
@@ -339,8 +343,8 @@ def test_config_map_with_real_secrets_makes_valid_production_settings():
         "SECRET_KEY": "5d0c3e1b8a9f47e2b6c1d0a3f8e5b7c2946a1d3e8f0b2c5a",
         "DATABASE_URL": "postgresql://orders:pw@db:5432/orders",
         "REDIS_URL": "redis://redis:6379/0",
-        "OIDC_CLIENT_SECRET": "client-secret",
-        "AT_API_KEY": "at-key",
+        "OIDC_CLIENT_SECRET": "kc-client-secret-9f3b2e7a",
+        "AT_API_KEY": "atsk_0b7e4c1d9a2f5863e7c0",
         "AT_CALLBACK_SECRET": "Vq2nX8cLw5RtB1zKj7HmP4sYd9FgA3eU",
         "FLOWER_BASIC_AUTH": "admin:Tk4wQz9LmR2xVb7n",
     }

@@ -12,7 +12,7 @@ from flask_migrate import Migrate
 from werkzeug.exceptions import HTTPException
 
 from models.db import db, ping_when_idle
-from web import database_errors, logs, security, sentry
+from web import database_errors, logs, security, sentry, slow_clients
 from web.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +70,8 @@ def create_app(config: Settings | dict[str, Any] | None = None, *, role: str = "
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     logs.configure(settings.log_level)
     logs.init_app(app)
+    # First of the request hooks: none of them may wait on a client's body.
+    slow_clients.init_app(app)
     security.init_app(app, settings)
     sentry.init(settings)
 

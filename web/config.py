@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 import phonenumbers
 from dotenv import dotenv_values
 from limits import parse_many
-from zxcvbn import zxcvbn
+
+from web.secret_checks import MIN_SECRET_LENGTH, production_weaknesses, secret_weakness
 
 PRODUCTION = "production"
 DEVELOPMENT = "development"
@@ -47,27 +48,16 @@ PRODUCTION_REQUIRED = (
     "at_callback_secret",
     "flower_basic_auth",
 )
-# Secrets the provider issues: only their presence can be checked, and that they are no
-# template placeholder.
+# Secrets the provider issues, and those the operator makes up, each with the length it
+# needs (a new one goes in OPERATOR_SECRETS; unset passes there, so it may be optional).
+# web/secret_checks.py says what each must be.
 PROVIDER_SECRETS = ("oidc_client_secret", "at_api_key")
-# Secrets the operator makes up, each with the length it needs (a new one goes in
-# OPERATOR_SECRETS; unset passes there, so it may be optional).
-MIN_SECRET_LENGTH = 32
-# Flower's passwords are typed by people into a browser's prompt; the others are generated
-# once and pasted.
-MIN_PASSWORD_LENGTH = 16
 OPERATOR_SECRETS = (
     ("SECRET_KEY", "secret_key", MIN_SECRET_LENGTH),
     ("AT_CALLBACK_SECRET", "at_callback_secret", MIN_SECRET_LENGTH),
     ("METRICS_TOKEN", "metrics_token", MIN_SECRET_LENGTH),
 )
-# The top of zxcvbn's scale (at least 10^10 guesses once it has tried repeats, sequences,
-# keyboard rows, dates, words and common passwords); it reads at most 72 characters.
-STRONG_SCORE = 4
-ZXCVBN_MAX_LENGTH = 72
 GENERATE_HINT = "generate each secret with `openssl rand -hex 32`"
-# Values shipped in templates and examples: never a real secret.
-PLACEHOLDERS = ("change-me", "changeme", "replace_me", "replace-me", "set-me")
 
 
 class ConfigError(RuntimeError):
@@ -88,28 +78,6 @@ _previous_excepthook = sys.excepthook
 sys.excepthook = _report_config_error
 
 
-def _is_placeholder(value: str) -> bool:
-    return value.lower().startswith(PLACEHOLDERS)
-
-
-def secret_weakness(
-    value: str, min_length: int = MIN_SECRET_LENGTH, related: Iterable[str] = ()
-) -> str | None:
-    """Why `value` will not do as a secret an operator makes up (a placeholder, shorter than
-    `min_length`, or easy to guess, also from the `related` words), or None when it will.
-    The reason never contains the value."""
-    if _is_placeholder(value):
-        return "is a template placeholder"
-    if len(value) < min_length:
-        return f"is shorter than {min_length} characters"
-    # A prefix that is hard to guess keeps the whole value so.
-    verdict = zxcvbn(value[:ZXCVBN_MAX_LENGTH], user_inputs=list(related))
-    if verdict["score"] < STRONG_SCORE:
-        hint = verdict["feedback"]["warning"] or "it follows a guessable pattern"
-        return f"is too easy to guess ({hint.rstrip('.')})"
-    return None
-
-
 def check_secret(name: str, value: str | None, min_length: int = MIN_SECRET_LENGTH) -> None:
     """Raise `ConfigError` naming `name` when `value`, a secret the operator makes up, is
     unset, a placeholder, shorter than `min_length` or easy to guess; the message never shows
@@ -117,32 +85,6 @@ def check_secret(name: str, value: str | None, min_length: int = MIN_SECRET_LENG
     weakness = secret_weakness(value, min_length) if value else "is not set"
     if weakness:
         raise ConfigError(f"{name} {weakness}: {GENERATE_HINT}")
-
-
-def flower_auth_weaknesses(value: str) -> list[str]:
-    """What is wrong with each `user:password` pair of FLOWER_BASIC_AUTH, split on commas as
-    Flower splits it (spaces kept); empty when every pair will do."""
-    if _is_placeholder(value):
-        return ["FLOWER_BASIC_AUTH is a template placeholder"]
-    pairs = value.split(",")
-    weaknesses = []
-    for number, pair in enumerate(pairs, start=1):
-        where = f"FLOWER_BASIC_AUTH pair {number}" if len(pairs) > 1 else "FLOWER_BASIC_AUTH"
-        user, colon, password = pair.partition(":")
-        if not colon:
-            weakness = f"{where} is not user:password"
-        elif pair != pair.strip():
-            weakness = f"{where} has spaces around it, which Flower would keep"
-        elif not user:
-            weakness = f"{where} has an empty user"
-        elif not password:
-            weakness = f"{where} has an empty password"
-        else:
-            found = secret_weakness(password, MIN_PASSWORD_LENGTH, related=[user])
-            weakness = f"{where} has a password that {found}" if found else None
-        if weakness:
-            weaknesses.append(weakness)
-    return weaknesses
 
 
 def mode_of(environ: Mapping[str, str]) -> str | None:
@@ -392,18 +334,16 @@ class Settings:
         ]
         if missing:
             raise ConfigError(f"missing required setting(s) in production: {', '.join(missing)}")
-        weaknesses = [
-            f"{env_names[attribute]} is a template placeholder"
-            for attribute in PROVIDER_SECRETS
-            if _is_placeholder(getattr(self, attribute))
-        ]
-        for name, attribute, min_length in OPERATOR_SECRETS:
-            value = getattr(self, attribute)
-            # Unset is fine for an optional one; the required ones were found above.
-            weakness = secret_weakness(value, min_length) if value else None
-            if weakness:
-                weaknesses.append(f"{name} {weakness}")
-        weaknesses += flower_auth_weaknesses(self.flower_basic_auth or "")
+        weaknesses = production_weaknesses(
+            operator={
+                name: (getattr(self, attribute), min_length)
+                for name, attribute, min_length in OPERATOR_SECRETS
+            },
+            provider={
+                env_names[attribute]: getattr(self, attribute) for attribute in PROVIDER_SECRETS
+            },
+            flower_basic_auth=self.flower_basic_auth or "",
+        )
         if weaknesses:
             raise ConfigError(
                 f"weak secret(s) in production: {'; '.join(weaknesses)}; {GENERATE_HINT}"

@@ -1,7 +1,8 @@
 """Attack: a typo in APP_ENV. `Production`, ` production` or `prod` must give production (no
 GraphiQL, no introspection, no suggestions, no development secret key) and never development
 mode; a value that is no known mode stops every process of the Procfile at start, with a message
-naming the variable and no traceback.
+naming the variable and no traceback. APP_ENV forgotten (unset or empty) where production runs,
+the Procfile's processes or the image, is production too; `make run` says development itself.
 
 The processes run as the Procfile starts them, over this run's PostgreSQL and Redis and the
 development identity provider.
@@ -9,10 +10,13 @@ development identity provider.
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 import requests
 
 from tests.production import (
+    ROOT,
     assert_refused_readably,
     bare_env,
     production_env,
@@ -56,6 +60,47 @@ def test_a_spelling_of_production_serves_production(env, spelling, tmp_path):
     assert "introspection is disabled" in answers["introspection"].text
     assert "data" not in answers["introspection"].json()
     assert "Did you mean" not in answers["misspelled"].text
+
+
+@pytest.mark.parametrize("unset", [None, ""], ids=["unset", "empty"])
+def test_without_app_env_the_web_serves_production(env, unset, tmp_path):
+    with web_server(env(APP_ENV=unset), tmp_path) as server:
+        answers = _graphql_answers(server.url)
+
+    assert answers["graphiql"].status_code == 405
+    assert answers["introspection"].status_code == 400
+    assert "Did you mean" not in answers["misspelled"].text
+
+
+@pytest.mark.parametrize("process", PROCESSES)
+def test_without_app_env_every_process_refuses_a_weak_secret(env, process):
+    # Development would take this secret and start.
+    result = refusal(process, env(APP_ENV=None, SECRET_KEY="x" * 40))
+
+    assert_refused_readably(result, "SECRET_KEY is too easy to guess")
+
+
+def test_the_image_runs_production_unless_told_otherwise():
+    instructions = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    settings = [line.split()[1:] for line in instructions.splitlines() if line.startswith("ENV ")]
+
+    assert "APP_ENV=production" in [word for words in settings for word in words]
+
+
+def test_make_run_runs_development():
+    recipe = subprocess.run(
+        ["make", "--dry-run", "run"],
+        cwd=ROOT,
+        env=bare_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.replace("\\\n", " ")
+
+    [run] = [line for line in recipe.splitlines() if "honcho start" in line]
+    # Set for dev.services, and so for everything it starts.
+    settings, _, _ = run.partition(" -m dev.services ")
+    assert "APP_ENV=${APP_ENV:-development} " in settings
 
 
 def test_development_serves_what_production_hides(env, tmp_path):

@@ -15,7 +15,6 @@ import logging
 import os
 import re
 import secrets
-import shlex
 import signal
 import socket
 import subprocess
@@ -30,6 +29,7 @@ import pytest
 import requests
 from flask import Flask
 
+from tests.conftest import CLIENT_SECRET
 from web.config import ConfigError, Settings
 from web.logs import JsonFormatter
 from web.security import graphiql_policy
@@ -385,10 +385,11 @@ def _free_port() -> int:
 
 
 def _procfile_command(process: str) -> list[str]:
+    """The Procfile line run by a shell, as honcho and Heroku run it."""
     for line in (ROOT / "Procfile").read_text().splitlines():
         name, _, command = line.partition(":")
         if name == process:
-            return shlex.split(command)
+            return ["sh", "-c", f"exec {command.strip()}"]
     raise AssertionError(f"no {process} process in the Procfile")
 
 
@@ -436,7 +437,7 @@ def production_env(settings: Settings, idp: Any, tmp_path: Path) -> dict[str, st
         else settings.redis_url,
         "CELERY_QUEUE": settings.celery_queue,
         "OIDC_ISSUER": idp.issuer,
-        "OIDC_CLIENT_SECRET": "test-secret",
+        "OIDC_CLIENT_SECRET": CLIENT_SECRET,
         "AT_API_KEY": "at-key-for-tests",
         "AT_CALLBACK_SECRET": secrets.token_hex(32),
         "FLOWER_BASIC_AUTH": f"ops:{secrets.token_urlsafe(16)}",

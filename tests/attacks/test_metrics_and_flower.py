@@ -26,7 +26,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.clients import GraphQLClient
-from tests.conftest import REDIS_URL, ROOT
+from tests.conftest import CLIENT_SECRET, REDIS_URL, ROOT
 from web.graphql import build_schema
 from web.metrics import INTROSPECTION, SEVERAL, UNKNOWN, UNPARSED, serve_worker_metrics
 
@@ -262,7 +262,7 @@ def flower_env(database_url: str, idp: Any, basic_auth: str | None) -> dict[str,
         # The same Redis database: production refuses the development default's spelling.
         REDIS_URL=REDIS_URL.removesuffix("/0"),
         OIDC_ISSUER=idp.issuer,
-        OIDC_CLIENT_SECRET="test-secret",
+        OIDC_CLIENT_SECRET=CLIENT_SECRET,
         AT_API_KEY=secrets.token_urlsafe(24),
         AT_CALLBACK_SECRET=secrets.token_urlsafe(24),
         FLOWER_ADDRESS="127.0.0.1",

@@ -25,6 +25,7 @@ from sqlalchemy import text
 from dev.sms_gateway import FakeSmsGateway
 from models.db import db
 from tests.clients import GraphQLClient
+from tests.conftest import CLIENT_SECRET
 from tests.sentry_receiver import SentryReceiver
 from tests.sms_support import (  # noqa: F401 - fixtures, used by name
     DELIVERY_PATH,
@@ -231,7 +232,7 @@ def production_worker(database_url, idp, receiver, settings, committed_sms):
         AT_API_KEY=api_key,
         SECRET_KEY=PRODUCTION["secret_key"],
         OIDC_ISSUER=idp.issuer,
-        OIDC_CLIENT_SECRET="test-secret",
+        OIDC_CLIENT_SECRET=CLIENT_SECRET,
         AT_CALLBACK_SECRET=CALLBACK_SECRET,
         FLOWER_BASIC_AUTH=f"ops:{secrets.token_urlsafe(24)}",
         SENTRY_DSN=receiver.dsn,

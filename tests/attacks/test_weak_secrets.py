@@ -1,7 +1,9 @@
 """Attack: production started with secrets anyone could guess. `AT_CALLBACK_SECRET=1`, a
-`SECRET_KEY` of one repeated character or a pattern, a Flower pair with an empty password (in
-any pair, not only the first) must stop the process at start with the reason, naming the
-variable and never showing the secret; what the documented generators print always passes.
+`SECRET_KEY` of one repeated character, a pattern, a keyboard row or a passphrase padded to
+length, a Flower pair with an empty password (in any pair, not only the first), one secret
+used twice, a provider's secret left `...` or cut short must stop the process at start with
+the reason, naming the variable and never showing the secret; what the documented generators
+print always passes.
 
 The processes run as the Procfile starts them, over this run's PostgreSQL and Redis and the
 development identity provider.
@@ -15,12 +17,11 @@ import subprocess
 import pytest
 
 from tests.production import assert_refused_readably, production_env, refusal
-from web.config import (
+from web.config import ConfigError, Settings, check_secret
+from web.secret_checks import (
     MIN_PASSWORD_LENGTH,
+    MIN_PROVIDER_SECRET_LENGTH,
     MIN_SECRET_LENGTH,
-    ConfigError,
-    Settings,
-    check_secret,
     secret_weakness,
 )
 
@@ -47,6 +48,27 @@ WEAK = {
         "AT_CALLBACK_SECRET",
         "password1234567890123456789012345",
         "AT_CALLBACK_SECRET is too easy to guess",
+    ),
+    # Long, and rated 4 of 4 (10^10 guesses and more), yet patterns or words padded to length.
+    "secret-key-keyboard-rows": (
+        "SECRET_KEY",
+        "qwertyuiop1234567890asdfghjklzxcvbnm",
+        "SECRET_KEY is too easy to guess",
+    ),
+    "secret-key-passphrase": (
+        "SECRET_KEY",
+        "correcthorsebatterystaplecorrecthorse",
+        "SECRET_KEY is too easy to guess",
+    ),
+    "callback-passphrase-and-digits": (
+        "AT_CALLBACK_SECRET",
+        "correcthorsebatterystaple1234567",
+        "AT_CALLBACK_SECRET is too easy to guess",
+    ),
+    "metrics-token-company-words": (
+        "METRICS_TOKEN",
+        "DonfilesSecretKeyForProduction2024",
+        "METRICS_TOKEN is too easy to guess",
     ),
     "callback-short-random": (
         "AT_CALLBACK_SECRET",
@@ -94,6 +116,30 @@ WEAK = {
         "FLOWER_BASIC_AUTH",
         f"ops:{STRONG}, admin:{OTHER}",
         "FLOWER_BASIC_AUTH pair 2 has spaces around it",
+    ),
+    # Issued by a provider: only whole values, never a template's words or a few characters.
+    "api-key-dots": ("AT_API_KEY", "...", "AT_API_KEY is a template placeholder"),
+    "api-key-change_me": ("AT_API_KEY", "CHANGE_ME", "AT_API_KEY is a template placeholder"),
+    "api-key-your-key": (
+        "AT_API_KEY",
+        "your-africastalking-api-key",
+        "AT_API_KEY is a template placeholder",
+    ),
+    "api-key-xxx": ("AT_API_KEY", "x" * 32, "AT_API_KEY is a template placeholder"),
+    "client-secret-angle-brackets": (
+        "OIDC_CLIENT_SECRET",
+        "<the client secret from Keycloak>",
+        "OIDC_CLIENT_SECRET is a template placeholder",
+    ),
+    "client-secret-short": (
+        "OIDC_CLIENT_SECRET",
+        "abc",
+        f"OIDC_CLIENT_SECRET is shorter than {MIN_PROVIDER_SECRET_LENGTH} characters",
+    ),
+    "api-key-short": (
+        "AT_API_KEY",
+        "1234",
+        f"AT_API_KEY is shorter than {MIN_PROVIDER_SECRET_LENGTH} characters",
     ),
 }
 
@@ -178,11 +224,68 @@ def test_every_pair_of_generated_flower_passwords_is_accepted(env):
     assert Settings.from_env(env(FLOWER_BASIC_AUTH=value)).flower_basic_auth == value
 
 
-def test_provider_issued_secrets_are_only_checked_for_placeholders(env):
-    # The provider decides their shape: a short key is what some providers hand out.
-    settings = Settings.from_env(env(OIDC_CLIENT_SECRET="abc", AT_API_KEY="1234"))
+def test_provider_issued_secrets_of_their_shapes_are_accepted(env):
+    # What Keycloak generates for a client, and an Africa's Talking key: nothing to guess.
+    issued = {"OIDC_CLIENT_SECRET": secrets.token_urlsafe(24), "AT_API_KEY": secrets.token_hex(32)}
 
-    assert (settings.oidc_client_secret, settings.at_api_key) == ("abc", "1234")
+    settings = Settings.from_env(env(**issued))
+
+    assert (settings.oidc_client_secret, settings.at_api_key) == tuple(issued.values())
+
+
+# -- one secret in two places -------------------------------------------------------------
+
+SHARED = secrets.token_hex(32)
+# (the environment's changes, what the message must say)
+REUSED = {
+    "callback-is-the-secret-key": (
+        {"SECRET_KEY": SHARED, "AT_CALLBACK_SECRET": SHARED},
+        "AT_CALLBACK_SECRET reuses SECRET_KEY",
+    ),
+    "metrics-token-is-the-callback-secret": (
+        {"AT_CALLBACK_SECRET": SHARED, "METRICS_TOKEN": SHARED},
+        "METRICS_TOKEN reuses AT_CALLBACK_SECRET",
+    ),
+    "flower-password-is-the-secret-key": (
+        {"SECRET_KEY": SHARED, "FLOWER_BASIC_AUTH": f"ops:{SHARED}"},
+        "FLOWER_BASIC_AUTH's password reuses SECRET_KEY",
+    ),
+    "flower-password-is-part-of-the-metrics-token": (
+        {"METRICS_TOKEN": SHARED, "FLOWER_BASIC_AUTH": f"ops:{STRONG},audit:{SHARED[:24]}"},
+        "FLOWER_BASIC_AUTH pair 2's password reuses METRICS_TOKEN",
+    ),
+    "two-flower-users-one-password": (
+        {"FLOWER_BASIC_AUTH": f"ops:{STRONG},audit:{STRONG}"},
+        "FLOWER_BASIC_AUTH pair 2's password reuses FLOWER_BASIC_AUTH pair 1's password",
+    ),
+    "client-secret-is-the-secret-key": (
+        {"SECRET_KEY": SHARED, "OIDC_CLIENT_SECRET": SHARED},
+        "OIDC_CLIENT_SECRET reuses SECRET_KEY",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REUSED))
+def test_a_secret_used_twice_is_refused_naming_both(env, case):
+    changes, reason = REUSED[case]
+
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env(env(**changes))
+
+    assert reason in str(refused.value)
+    assert SHARED[:16] not in str(refused.value)
+    assert STRONG not in str(refused.value)
+
+
+def test_each_strong_secret_of_its_own_is_accepted(env):
+    # The control for the test above: the same kinds of value, none of them twice.
+    chosen = {name: secrets.token_hex(32) for name in ("SECRET_KEY", "AT_CALLBACK_SECRET")}
+    chosen["METRICS_TOKEN"] = secrets.token_hex(32)
+    chosen["FLOWER_BASIC_AUTH"] = f"ops:{STRONG},audit:{OTHER}"
+
+    settings = Settings.from_env(env(**chosen))
+
+    assert settings.metrics_token == chosen["METRICS_TOKEN"]
 
 
 def test_check_secret_names_the_variable_and_the_reason():
@@ -212,6 +315,8 @@ def test_check_secret_names_the_variable_and_the_reason():
         # Flower splits on commas: the empty last pair let `Authorization: Basic =` in.
         ("flower", "flower-trailing-comma"),
         ("release", "callback-password123-repeated"),
+        ("web", "secret-key-passphrase"),
+        ("worker", "api-key-dots"),
     ],
 )
 def test_a_process_with_a_weak_secret_refuses_to_start(env, process, case):
