@@ -48,7 +48,7 @@ from web.config import Settings
 from worker.celery_app import bind_flask_app, celery_app
 
 ROOT = Path(__file__).resolve().parent.parent
-API_KEY = "test-key"
+API_KEY = "sandbox-api-key-of-the-test-gateway"  # as long as a real one
 CALLBACK_SECRET = "cb-secret"
 COMPANY = "Acme Duka"
 BACKOFF_BASE = 4

@@ -250,7 +250,10 @@ def test_web_and_worker_pods_run_the_release_step_before_they_start(workload):
     [init] = _pod_spec(workload)["initContainers"]
 
     # The same step as the Job: it waits on the migration lock, so they may all run at once.
-    assert init["command"] == shlex.split(_procfile()["release"])
+    # The image's ENV says production, where the Procfile's lines say it themselves.
+    assert init["command"] == shlex.split(
+        _procfile()["release"].removeprefix(PRODUCTION_BY_DEFAULT)
+    )
     assert init["command"] == _container("migrate")["command"]
     assert init["envFrom"] == _container(workload)["envFrom"]
 

@@ -67,7 +67,7 @@ def test_without_app_env_the_web_serves_production(env, unset, tmp_path):
     with web_server(env(APP_ENV=unset), tmp_path) as server:
         answers = _graphql_answers(server.url)
 
-    assert answers["graphiql"].status_code == 405
+    assert answers["graphiql"].status_code == 406  # JSON only, and it asked for a page
     assert answers["introspection"].status_code == 400
     assert "Did you mean" not in answers["misspelled"].text
 
