@@ -68,6 +68,8 @@ class AttemptOutcome(StrEnum):
     # The worker stopped before the reply reached it (its lease was taken back): the gateway
     # may or may not have the message, so sending again may make a duplicate.
     INTERRUPTED = "interrupted"
+    # Sent, and no reply in time or the reply cut off: tried again, as maybe not taken.
+    UNANSWERED = "unanswered"
 
 
 class Notification(db.Model):
@@ -131,9 +133,9 @@ class NotificationAttempt(db.Model):
     __table_args__ = (
         Index("ix_notification_attempts_notification", "notification_id", "id"),
         Index(
-            "ix_notification_attempts_interrupted",
+            "ix_notification_attempts_in_doubt",
             "notification_id",
-            postgresql_where="outcome = 'interrupted'",
+            postgresql_where="outcome IN ('interrupted', 'unanswered')",
         ),
     )
 
@@ -246,12 +248,14 @@ def publish_after_commit(session: Session, notification_id: uuid.UUID) -> None:
 # -- reading and resending ------------------------------------------------------------------
 
 
-# A notification with an interrupted attempt may have gone out more than once.
+# A notification with an attempt that was sent but never answered (the worker died, or the
+# gateway did not reply in time) may have gone out more than once.
+DOUBTFUL = (AttemptOutcome.INTERRUPTED, AttemptOutcome.UNANSWERED)
 IN_DOUBT = (
     select(NotificationAttempt.id)
     .where(
         NotificationAttempt.notification_id == Notification.id,
-        NotificationAttempt.outcome == AttemptOutcome.INTERRUPTED,
+        NotificationAttempt.outcome.in_(DOUBTFUL),
     )
     .exists()
 )

@@ -50,7 +50,7 @@ RAW_REPLY_LIMIT = 1024
 INTERRUPTED_ERROR = (
     "the worker stopped before the gateway's reply reached it; the SMS may have gone out"
 )
-RETRYABLE = (AttemptOutcome.RETRY, AttemptOutcome.RETRY_OPERATOR)
+RETRYABLE = (AttemptOutcome.RETRY, AttemptOutcome.RETRY_OPERATOR, AttemptOutcome.UNANSWERED)
 
 # The customer's phone as it is now: what a message (re)queued is sent to.
 CURRENT_PHONE = (

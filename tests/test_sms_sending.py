@@ -22,14 +22,17 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 import celeryconfig
+from models.actors import Actor
 from models.notifications import (
     SMS_LIMIT,
     AttemptOutcome,
     NotificationKind,
     NotificationStatus,
+    list_notifications,
     message_body,
     short_reference,
 )
@@ -165,7 +168,7 @@ def test_a_local_number_is_sent_in_e164_form(session, gateway):
         ("http:503", "gateway HTTP 503"),
         ("http:500", "gateway HTTP 500"),
         ("timeout", "the gateway did not answer in time"),
-        ("close", "could not reach the gateway"),
+        ("close", "the gateway's reply was cut off"),
         ("garbage", "unreadable gateway reply"),
     ],
 )
@@ -942,6 +945,47 @@ def test_the_sender_goes_through_the_proxy_the_environment_names(
 
     assert result.outcome is Outcome.ACCEPTED, result.error
     assert [message["message"] for message in gateway.messages] == ["via the proxy"]
+
+
+@pytest.mark.parametrize("outcome", ["timeout", "close"])
+def test_a_send_the_gateway_got_but_never_answered_is_in_doubt(
+    session, gateway, task_queue, outcome
+):
+    """The gateway may have taken it (it read the request): the retry may be a second copy,
+    and the operator's list of SMS that may have gone twice must show it."""
+    notification = make_notification(session, phone=PHONE)
+    gateway.script(PHONE, outcome)
+    counted = in_doubt_count()
+
+    assert run_send(session, notification.id) == "retry"
+
+    (attempt,) = attempts_of(session, notification.id)
+    assert attempt.outcome == AttemptOutcome.UNANSWERED
+    assert "it may have the message" in attempt.error
+    listed = list_notifications(session, actor=ADMIN, in_doubt=True, first=100)
+    assert notification.id in {row.id for row in listed.items}
+    assert in_doubt_count() == counted + 1
+
+
+def test_a_send_that_never_reached_the_gateway_is_not_in_doubt(session, gateway, task_queue):
+    notification = make_notification(session, phone=PHONE)
+    gateway.script(PHONE, 500)  # answered: the gateway says it did not take it
+    counted = in_doubt_count()
+
+    assert run_send(session, notification.id) == "retry"
+
+    (attempt,) = attempts_of(session, notification.id)
+    assert attempt.outcome == AttemptOutcome.RETRY
+    listed = list_notifications(session, actor=ADMIN, in_doubt=True, first=100)
+    assert notification.id not in {row.id for row in listed.items}
+    assert in_doubt_count() == counted
+
+
+ADMIN = Actor(subject="operator", is_admin=True)
+
+
+def in_doubt_count() -> float:
+    return REGISTRY.get_sample_value("sms_in_doubt_total") or 0.0
 
 
 def test_a_gateway_nobody_answers_at_is_unreachable_not_slow():

@@ -113,8 +113,9 @@ SWEEP_RESENDS = Counter(
 )
 SMS_IN_DOUBT = Counter(
     "sms_in_doubt_total",
-    "Sends cut off by a worker that stopped before the gateway's reply reached it: the SMS may "
-    "have gone out, and is sent again (notifications(inDoubt: true) lists them).",
+    "Sends that reached the gateway with no reply to tell (the worker stopped before it came, "
+    "or it did not come within SMS_TIMEOUT): the SMS may have gone out, and is sent again "
+    "(notifications(inDoubt: true) lists them).",
 )
 RELAY_DROPPED = Counter(
     "sms_relay_dropped_total",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ class Outcome(Enum):
     RETRY_OPERATOR = "retry_operator"  # retried too, but someone must act (balance, sender id)
     PERMANENT = "permanent"  # will never succeed as it is: FAILED now
     BAD_CREDENTIALS = "bad_credentials"  # our configuration is wrong: FAILED, loudly
+    # Sent, and no reply in time (or the connection dropped before it): retried like RETRY,
+    # but the gateway may have taken the message, so the retry may make a duplicate.
+    UNANSWERED = "unanswered"
 
 
 # Africa's Talking per-recipient status codes.
@@ -38,6 +42,19 @@ ACCEPTED_CODES = {100, 101, 102}  # Processed, Success, Queued
 RETRY_CODES = {500, 501, 502}  # InternalServerError, GatewayError, RejectedByGateway
 OPERATOR_CODES = {401, 402, 405}  # RiskHold, InvalidSenderId, InsufficientBalance
 PERMANENT_CODES = {403, 404, 406, 407, 409}  # bad number, blacklisted, unroutable, DND
+
+
+def _sent(error: Exception) -> bool:
+    """Whether a failed call may have reached the gateway: not when no connection was made
+    (refused, unknown host, connect timeout), which urllib3 reports as its own kinds."""
+    # NewConnectionError (refused, unknown host) is a ConnectTimeoutError to urllib3.
+    if isinstance(error, urllib3.exceptions.ConnectTimeoutError):
+        return False
+    if isinstance(error, urllib3.exceptions.MaxRetryError):
+        return error.reason is not None and _sent(error.reason)
+    return not isinstance(error, ConnectionRefusedError | socket.gaierror)
+
+
 # Messages of a reply refusing the whole request (no recipients) that an operator must fix.
 OPERATOR_MESSAGES = {"InvalidSenderId", "InsufficientBalance", "RiskHold"}
 KEPT_CONNECTIONS = 1024  # above the 640 sends a worker of 32 pool threads has in flight
@@ -171,12 +188,19 @@ class AfricasTalkingSender:
         except (urllib3.exceptions.HTTPError, OSError) as error:
             # urllib3 counts a refused connection or an unknown host (NewConnectionError) as
             # a connect timeout; an operator needs to tell them apart.
-            if isinstance(error, urllib3.exceptions.TimeoutError) and not isinstance(
-                error, urllib3.exceptions.NewConnectionError
-            ):
-                return result(Outcome.RETRY, error="the gateway did not answer in time")
+            if not _sent(error):
+                return result(
+                    Outcome.RETRY, error=f"could not reach the gateway: {type(error).__name__}"
+                )
+            if isinstance(error, urllib3.exceptions.TimeoutError):
+                return result(
+                    Outcome.UNANSWERED,
+                    error="the gateway did not answer in time; it may have the message",
+                )
             return result(
-                Outcome.RETRY, error=f"could not reach the gateway: {type(error).__name__}"
+                Outcome.UNANSWERED,
+                error=f"the gateway's reply was cut off ({type(error).__name__}); "
+                "it may have the message",
             )
 
         raw = response.text[:1024]

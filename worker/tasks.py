@@ -241,6 +241,8 @@ def _report(settlements: list[Settlement], moved: set[uuid.UUID]) -> dict[uuid.U
             # Recorded too late (a new claim holds the row) or not at all: its lease decides.
             outcomes[notification.id] = "unrecorded"
             continue
+        if settlement.outcome is AttemptOutcome.UNANSWERED:
+            SMS_IN_DOUBT.inc()  # the gateway may have it: a retry may make a second copy
         if settlement.to is NotificationStatus.SENT:
             outcomes[notification.id] = "accepted"
             continue
