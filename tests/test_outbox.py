@@ -6,6 +6,9 @@ publish it counts and leaves to the sweep, and it keeps publishing whatever stop
 from __future__ import annotations
 
 import logging
+import shutil
+import socket
+import subprocess
 import time
 import uuid
 from decimal import Decimal
@@ -217,3 +220,62 @@ def test_a_relay_stopped_by_an_unexpected_error_starts_again_and_publishes(caplo
     (record,) = [r for r in caplog.records if r.name == "worker.outbox"]
     assert record.levelno == logging.ERROR
     assert record.exc_info[0] is ValueError
+
+
+def test_redis_going_away_under_a_connected_relay_is_an_outage_not_an_error(caplog):
+    """Redis dies after the relay connected: kombu reports the failed pipelined publish as its
+    own BatchPublishError, caused by the connection error. That is Redis being away, as the
+    runbook reads the metrics: counted as broker_down, with no restart and no ERROR."""
+    port = _free_port()
+    server = _redis_server(port)
+    url = f"redis://127.0.0.1:{port}/0"
+    relay = outbox.Relay(url, f"relay-outage-{uuid.uuid4().hex[:8]}")
+
+    def series(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    try:
+        relay.submit([uuid.uuid4()])
+        assert _published_within(relay, 1, 10)  # connected, and its connection is live
+        server.kill()
+        server.wait()
+        down = series("sms_relay_dropped_total", reason="broker_down")
+        failed = series("sms_relay_dropped_total", reason="relay_error")
+        restarts = series("sms_relay_restarts_total")
+        with caplog.at_level(logging.WARNING, logger="worker.outbox"):
+            relay.submit([uuid.uuid4()])
+            wait_for(lambda: [r for r in caplog.records if r.name == "worker.outbox"])
+    finally:
+        if server.poll() is None:
+            server.kill()
+
+    assert series("sms_relay_dropped_total", reason="broker_down") == down + 1
+    assert series("sms_relay_dropped_total", reason="relay_error") == failed
+    assert series("sms_relay_restarts_total") == restarts
+    assert [r.levelno for r in caplog.records if r.name == "worker.outbox"] == [logging.WARNING]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _redis_server(port: int) -> subprocess.Popen[bytes]:
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is needed (Debian's redis-server package)"
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    wait_for(lambda: _answers(client), timeout=10)
+    client.close()
+    return server
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False

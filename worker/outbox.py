@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from flask import Flask, current_app, has_app_context
 from kombu import Connection
+from kombu.exceptions import BatchPublishError
 from kombu.exceptions import OperationalError as BrokerUnreachable
 from sqlalchemy import event
 from sqlalchemy.orm import Session
@@ -150,13 +151,23 @@ class Relay:
                 continue
             try:
                 self.publish(batch)
-            except self._broker_errors as error:
+            except Exception as error:
+                if not self._broker_down(error):
+                    RELAY_DROPPED.labels("relay_error").inc(len(batch) + len(carried))
+                    raise
                 RELAY_DROPPED.labels("broker_down").inc(len(batch))
                 self._paused_until = time.monotonic() + PAUSE_AFTER_FAILURE_SECONDS
                 log.warning("could not publish to the broker (%s); the sweep will send it", error)
-            except Exception:
-                RELAY_DROPPED.labels("relay_error").inc(len(batch) + len(carried))
-                raise
+
+    def _broker_down(self, error: BaseException) -> bool:
+        """Whether `error` says the broker is out of reach: one of the transport's connection
+        errors, or kombu's failed pipelined batch (BatchPublishError) caused by one."""
+        if isinstance(error, self._broker_errors):
+            return True
+        cause = error.__cause__
+        if not isinstance(error, BatchPublishError) or cause is None:
+            return False
+        return self._broker_down(cause)
 
     def publish(self, notification_ids: list[str]) -> None:
         """Send the ids as `notifications.send_batch` tasks of up to TASK_BATCH ids each over
