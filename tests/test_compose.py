@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from web.config import Settings
+
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 REALM = json.loads((ROOT / "deploy" / "keycloak" / "realm-export.json").read_text())
@@ -305,3 +307,14 @@ def test_the_dev_gateway_takes_what_the_worker_sends():
     assert callback.path == "/callbacks/africastalking/delivery"
     assert options["--callback-key"] == "$AT_CALLBACK_SECRET"
     assert env["AT_CALLBACK_SECRET"] == web["environment"]["AT_CALLBACK_SECRET"]
+
+
+def test_a_stopping_worker_has_the_time_to_finish_its_sends():
+    """`docker compose stop` (or down, or a new image) sends SIGTERM, then SIGKILL after the
+    grace period: a send in flight needs the connect timeout, SMS_TIMEOUT and its recording."""
+    worker = stack()["worker"]
+    grace = worker.get("stop_grace_period", "10s")  # Docker's default
+    seconds = int(re.fullmatch(r"(\d+)s", grace)[1])
+    sms_timeout = Settings.from_env({}).sms_timeout
+
+    assert seconds >= 3.05 + sms_timeout + 10, grace
