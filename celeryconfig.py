@@ -58,6 +58,13 @@ timezone = "UTC"
 enable_utc = True
 worker_hijack_root_logger = False
 
+# A sweep no worker took within its period is dropped: the next one does the same work, and
+# sweeps piled up while no worker ran would each publish the whole backlog again.
+SWEEP_EVERY = 30.0
 beat_schedule = {
-    "sweep-notifications": {"task": "notifications.sweep", "schedule": 30.0},
+    "sweep-notifications": {
+        "task": "notifications.sweep",
+        "schedule": SWEEP_EVERY,
+        "options": {"expires": SWEEP_EVERY},
+    },
 }

@@ -795,6 +795,8 @@ def test_the_sweep_timings_meet_the_operating_promises():
     lease = Settings().sms_lease_seconds
     assert lease + interval <= 120
     assert lease > celeryconfig.task_time_limit
+    # Sweeps piled up while no worker ran are dropped, all but the newest.
+    assert celeryconfig.beat_schedule["sweep-notifications"]["options"]["expires"] <= interval
 
 
 # -- senders --------------------------------------------------------------------------------
