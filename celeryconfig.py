@@ -40,6 +40,10 @@ result_backend = None
 # The task itself makes running twice harmless (a conditional claim of the row).
 task_acks_late = True
 task_reject_on_worker_lost = True
+# When the worker loses Redis, the sends it runs go on and record their replies (a redelivered
+# copy finds its rows claimed); cancelling them would cut sends off mid-call. Said explicitly,
+# as Celery 6 means to change the default.
+worker_cancel_long_running_tasks_on_connection_loss = False
 worker_prefetch_multiplier = 1
 
 task_serializer = "json"
