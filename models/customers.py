@@ -167,14 +167,28 @@ def find_customer(session: Session, *, actor: Actor, reference: str, field: str)
 
 
 def list_customers(
-    session: Session, *, actor: Actor, first: int | None = None, after: str | None = None
+    session: Session,
+    *,
+    actor: Actor,
+    first: int | None = None,
+    after: str | None = None,
+    last: int | None = None,
+    before: str | None = None,
 ) -> Page[Customer]:
-    """Customers newest first: every one for an admin, the caller's own record otherwise."""
+    """Customers newest first: every one for an admin, the caller's own record otherwise;
+    paged as `paginate` does."""
     query = select(Customer)
     if not actor.is_admin:
         query = query.where(Customer.id == actor.customer_id)
     return paginate(
-        session, query, created_at=Customer.created_at, row_id=Customer.id, first=first, after=after
+        session,
+        query,
+        created_at=Customer.created_at,
+        row_id=Customer.id,
+        first=first,
+        after=after,
+        last=last,
+        before=before,
     )
 
 

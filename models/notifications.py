@@ -274,6 +274,8 @@ def list_notifications(
     in_doubt: bool | None = None,
     first: int | None = None,
     after: str | None = None,
+    last: int | None = None,
+    before: str | None = None,
 ) -> Page[Notification]:
     """Notifications newest first, optionally of one status, and only those that may have
     gone out more than once (`in_doubt`) or none of those (admins only)."""
@@ -297,4 +299,6 @@ def list_notifications(
         row_id=Notification.id,
         first=first,
         after=after,
+        last=last,
+        before=before,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
@@ -567,10 +568,15 @@ def list_orders(
     actor: Actor,
     customer: Customer | None = None,
     status: str | None = None,
+    status_in: Collection[str] | None = None,
     first: int | None = None,
     after: str | None = None,
+    last: int | None = None,
+    before: str | None = None,
 ) -> Page[Order]:
-    """Orders newest first, optionally of one customer and one status, as the actor may see."""
+    """Orders newest first, optionally of one customer, of the status `status` names (any
+    letter case) and of the statuses `status_in` lists (both filters apply when both are
+    given; an empty list matches none), as the actor may see them; paged as `paginate` does."""
     wanted = parse_status(status)
     query = select(Order)
     if customer is not None:
@@ -579,6 +585,15 @@ def list_orders(
         query = query.where(Order.customer_id == actor.customer_id)
     if wanted is not None:
         query = query.where(Order.status == wanted.value)
+    if status_in is not None:
+        query = query.where(Order.status.in_([OrderStatus(each).value for each in status_in]))
     return paginate(
-        session, query, created_at=Order.created_at, row_id=Order.id, first=first, after=after
+        session,
+        query,
+        created_at=Order.created_at,
+        row_id=Order.id,
+        first=first,
+        after=after,
+        last=last,
+        before=before,
     )

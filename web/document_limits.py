@@ -33,6 +33,7 @@ from graphql import (
     OperationType,
     SelectionSetNode,
     TokenKind,
+    Undefined,
     ValueNode,
     VariableNode,
     get_named_type,
@@ -280,7 +281,10 @@ class _CostWalk:
             return 1
         times = 1
         if PAGE_SIZE_ARGUMENTS & field.args.keys():
+            # A connection's `first` has no default (it may not come with `last`), and a
+            # list's is 20: either way the resolver serves DEFAULT_PAGE rows when none is given.
             omitted = field.args["first"].default_value if "first" in field.args else None
+            omitted = None if omitted is Undefined else omitted
             sizes = [
                 self.page_size(argument.value)
                 for argument in node.arguments

@@ -1,6 +1,12 @@
 """Resolvers, one module per type; `bindables` is what the schema is built from."""
 
 from web.resolvers.customer import customer_type
+from web.resolvers.enums import (
+    error_code_enum,
+    notification_kind_enum,
+    notification_status_enum,
+    order_status_enum,
+)
 from web.resolvers.mutation import mutation_type
 from web.resolvers.notification import (
     attempt_outcome_enum,
@@ -25,6 +31,10 @@ bindables = [
     notification_queries,
     attempt_type,
     attempt_outcome_enum,
+    error_code_enum,
+    order_status_enum,
+    notification_status_enum,
+    notification_kind_enum,
     decimal_scalar,
     datetime_scalar,
 ]

@@ -125,8 +125,7 @@ def payload(
         "message": message if not errors else errors[0].message,
         "errors": [error.message for error in errors],
         "field_errors": [
-            {"field": error.field, "code": error.code.value, "message": error.message}
-            for error in errors
+            {"field": error.field, "code": error.code, "message": error.message} for error in errors
         ],
         **extra,
     }

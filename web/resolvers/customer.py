@@ -20,9 +20,5 @@ def resolve_cursor(customer: Customer, _info: GraphQLResolveInfo) -> str:
 
 
 @customer_type.field("orders")
-def resolve_orders(
-    customer: Customer, info: GraphQLResolveInfo, first: int, status=None, after=None
-):
-    return connection(
-        query(orders.list_orders, info, customer=customer, status=status, first=first, after=after)
-    )
+def resolve_orders(customer: Customer, info: GraphQLResolveInfo, **filters):
+    return connection(query(orders.list_orders, info, customer=customer, **filters))

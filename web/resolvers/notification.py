@@ -53,16 +53,7 @@ def resolve_gateway_status(attempt: NotificationAttempt, _info: GraphQLResolveIn
 
 
 @notification_queries.field("notifications")
-def resolve_notifications(
-    _, info: GraphQLResolveInfo, first: int, status=None, in_doubt=None, after=None
-):
-    page = query(
-        notifications.list_notifications,
-        info,
-        status=status,
-        in_doubt=in_doubt,
-        first=first,
-        after=after,
-    )
+def resolve_notifications(_, info: GraphQLResolveInfo, **filters):
+    page = query(notifications.list_notifications, info, **filters)
     batches.shown(info, page.items)
     return connection(page)
