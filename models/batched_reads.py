@@ -13,8 +13,8 @@ import uuid
 from collections.abc import Iterable
 from typing import TypeVar
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, undefer
+from sqlalchemy import Select, select
+from sqlalchemy.orm import InstrumentedAttribute, Session, undefer
 
 from models.actors import Actor
 from models.customers import Customer
@@ -47,19 +47,25 @@ def load_customers(session: Session, *, actor: Actor, wanted: uuid.UUID) -> list
     return list(session.scalars(select(Customer).where(Customer.id.in_(ids))))
 
 
+def _grouped(
+    session: Session, query: Select[tuple[T]], parent: InstrumentedAttribute[uuid.UUID], ids: list
+) -> dict[uuid.UUID, list[T]]:
+    """The rows of `query` whose `parent` is one of `ids`, by parent, in the query's order;
+    a parent with none maps to []."""
+    found: dict[uuid.UUID, list[T]] = {key: [] for key in ids}
+    if ids:
+        for row in session.scalars(query.where(parent.in_(ids))):
+            found[getattr(row, parent.key)].append(row)
+    return found
+
+
 def events_by_order(
     session: Session, *, actor: Actor, orders: Iterable[Order]
 ) -> dict[uuid.UUID, list[OrderEvent]]:
-    """The events of each visible order, oldest first; an order with none maps to []."""
+    """The events of each visible order, oldest first."""
     ids = [order.id for order in _visible_orders(actor, orders)]
-    found: dict[uuid.UUID, list[OrderEvent]] = {key: [] for key in ids}
-    if ids:
-        rows = session.scalars(
-            select(OrderEvent).where(OrderEvent.order_id.in_(ids)).order_by(OrderEvent.id)
-        )
-        for event in rows:
-            found[event.order_id].append(event)
-    return found
+    query = select(OrderEvent).order_by(OrderEvent.id)
+    return _grouped(session, query, OrderEvent.order_id, ids)
 
 
 def notifications_by_order(
@@ -67,17 +73,12 @@ def notifications_by_order(
 ) -> dict[uuid.UUID, list[Notification]]:
     """The notifications of each visible order, oldest first."""
     ids = [order.id for order in _visible_orders(actor, orders)]
-    found: dict[uuid.UUID, list[Notification]] = {key: [] for key in ids}
-    if ids:
-        rows = session.scalars(
-            select(Notification)
-            .options(undefer(Notification.in_doubt))
-            .where(Notification.order_id.in_(ids))
-            .order_by(Notification.created_at, Notification.id)
-        )
-        for notification in rows:
-            found[notification.order_id].append(notification)
-    return found
+    query = (
+        select(Notification)
+        .options(undefer(Notification.in_doubt))
+        .order_by(Notification.created_at, Notification.id)
+    )
+    return _grouped(session, query, Notification.order_id, ids)
 
 
 def attempts_by_notification(
@@ -86,13 +87,5 @@ def attempts_by_notification(
     """The attempts of each notification, oldest first. Asked only of notifications the actor
     was shown (through its order, or an admin's list), as the notifications' own rows are."""
     ids = [notification.id for notification in notifications]
-    found: dict[uuid.UUID, list[NotificationAttempt]] = {key: [] for key in ids}
-    if ids:
-        rows = session.scalars(
-            select(NotificationAttempt)
-            .where(NotificationAttempt.notification_id.in_(ids))
-            .order_by(NotificationAttempt.id)
-        )
-        for attempt in rows:
-            found[attempt.notification_id].append(attempt)
-    return found
+    query = select(NotificationAttempt).order_by(NotificationAttempt.id)
+    return _grouped(session, query, NotificationAttempt.notification_id, ids)
