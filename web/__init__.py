@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from models.db import db, ping_when_idle
 from web import logs, security, sentry
-from web.config import Settings
+from web.config import Settings, warn_once
 
 ROOT = Path(__file__).resolve().parent.parent
 migrate = Migrate()
@@ -51,7 +51,7 @@ def create_app(config: Settings | dict[str, Any] | None = None, *, role: str = "
             # At most 20 connections per process, all of them kept once opened: the worker's
             # 32 threads would otherwise open and close "overflow" connections all the time,
             # each a new PostgreSQL backend. A thread finding none free waits (pool_timeout).
-            "pool_size": 20,
+            "pool_size": settings.db_pool_size(role),
             "max_overflow": 0,
             "pool_timeout": 5,
             "connect_args": {"connect_timeout": 5, "application_name": f"order-service-{role}"},
@@ -66,6 +66,7 @@ def create_app(config: Settings | dict[str, Any] | None = None, *, role: str = "
     # (Flask sorts keys by default; its JSON_SORT_KEYS setting is gone since 2.3).
     app.json.sort_keys = False  # type: ignore[attr-defined]
     logs.configure(settings.log_level)
+    warn_once(settings)
     logs.init_app(app)
     security.init_app(app, settings)
     sentry.init(settings)
@@ -79,12 +80,12 @@ def create_app(config: Settings | dict[str, Any] | None = None, *, role: str = "
     from web import auth, callbacks, commands, graphql, health, metrics, rate_limits
     from worker import outbox
 
-    outbox.init_app(app, settings.redis_url, settings.celery_queue)
+    outbox.init_app(app, settings.redis_url, settings.celery_queue, settings.redis_ssl)
     app.extensions["graphql"] = graphql.GraphQLService(settings)
     auth.init_app(app, settings)
     rate_limits.init_app(app, settings)
     app.register_blueprint(graphql.blueprint)
-    health.init_app(app, settings.redis_url)
+    health.init_app(app, settings.redis_url, settings.redis_ssl)
     metrics.init_app(app, settings)
     commands.init_app(app)
     app.register_blueprint(callbacks.blueprint)

@@ -6,16 +6,37 @@ Every other module takes its settings from the `Settings` object built here (thr
 
 from __future__ import annotations
 
+import logging
 import os
+import ssl
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-import phonenumbers
 from dotenv import dotenv_values
-from limits import parse_many
-from zxcvbn import zxcvbn
+
+# Re-exported: what makes a secret strong enough is part of the settings' contract.
+from web.secret_strength import GENERATE_HINT as GENERATE_HINT
+from web.secret_strength import MIN_PASSWORD_LENGTH as MIN_PASSWORD_LENGTH
+from web.secret_strength import MIN_SECRET_LENGTH as MIN_SECRET_LENGTH
+from web.secret_strength import flower_auth_weaknesses as flower_auth_weaknesses
+from web.secret_strength import is_placeholder
+from web.secret_strength import secret_weakness as secret_weakness
+
+# The parsers, under the names the table of variables at the end uses.
+from web.setting_values import REDIS_CERT_REQS
+from web.setting_values import cert_reqs as _cert_reqs
+from web.setting_values import count as _count
+from web.setting_values import database_url as _database_url
+from web.setting_values import http_url as _http_url
+from web.setting_values import names as _names
+from web.setting_values import positive_int as _positive_int
+from web.setting_values import rate_limit as _rate_limit
+from web.setting_values import redis_url as _redis_url
+from web.setting_values import region as _region
+from web.setting_values import regions as _regions
+from web.setting_values import sms_timeout as _sms_timeout
 
 PRODUCTION = "production"
 DEVELOPMENT = "development"
@@ -31,8 +52,6 @@ MODE_VARIABLES = ("APP_ENV", "FLASK_ENV")
 DEV_SECRET_KEY = "dev-insecure-secret-key"  # noqa: S105 - refused in production below
 
 
-# The longest wait for the gateway a send may have (SMS_TIMEOUT).
-MAX_SMS_TIMEOUT = 30.0
 # Beyond SMS_TIMEOUT, what a send's lease must leave room for: the gateway's connect timeout
 # (3 s) and recording the reply.
 SEND_OVERHEAD_SECONDS = 10.0
@@ -47,27 +66,36 @@ PRODUCTION_REQUIRED = (
     "at_callback_secret",
     "flower_basic_auth",
 )
+# Flower's process talks to Redis alone (python -m worker.flower): it needs no other secret.
+FLOWER_REQUIRED = ("redis_url", "flower_basic_auth")
 # Secrets the provider issues: only their presence can be checked, and that they are no
 # template placeholder.
 PROVIDER_SECRETS = ("oidc_client_secret", "at_api_key")
 # Secrets the operator makes up, each with the length it needs (a new one goes in
 # OPERATOR_SECRETS; unset passes there, so it may be optional).
-MIN_SECRET_LENGTH = 32
-# Flower's passwords are typed by people into a browser's prompt; the others are generated
-# once and pasted.
-MIN_PASSWORD_LENGTH = 16
 OPERATOR_SECRETS = (
     ("SECRET_KEY", "secret_key", MIN_SECRET_LENGTH),
     ("AT_CALLBACK_SECRET", "at_callback_secret", MIN_SECRET_LENGTH),
     ("METRICS_TOKEN", "metrics_token", MIN_SECRET_LENGTH),
 )
-# The top of zxcvbn's scale (at least 10^10 guesses once it has tried repeats, sequences,
-# keyboard rows, dates, words and common passwords); it reads at most 72 characters.
-STRONG_SCORE = 4
-ZXCVBN_MAX_LENGTH = 72
-GENERATE_HINT = "generate each secret with `openssl rand -hex 32`"
-# Values shipped in templates and examples: never a real secret.
-PLACEHOLDERS = ("change-me", "changeme", "replace_me", "replace-me", "set-me")
+
+
+_warned = False
+
+
+def warn_once(settings: Settings) -> None:
+    """Log, once per process and at its start, what production allows but its operator
+    should hear of: a Redis whose certificate goes unchecked."""
+    global _warned
+    if _warned:
+        return
+    _warned = True
+    if settings.is_production and settings.redis_ssl.get("ssl_cert_reqs") == ssl.CERT_NONE:
+        logging.getLogger(__name__).warning(
+            "REDIS_SSL_CERT_REQS=none: the Redis server's certificate is not checked, so "
+            "whoever can intercept the connection can pose as Redis (TLS still encrypts it); "
+            "Heroku Redis needs it for its self-signed certificate"
+        )
 
 
 class ConfigError(RuntimeError):
@@ -88,28 +116,6 @@ _previous_excepthook = sys.excepthook
 sys.excepthook = _report_config_error
 
 
-def _is_placeholder(value: str) -> bool:
-    return value.lower().startswith(PLACEHOLDERS)
-
-
-def secret_weakness(
-    value: str, min_length: int = MIN_SECRET_LENGTH, related: Iterable[str] = ()
-) -> str | None:
-    """Why `value` will not do as a secret an operator makes up (a placeholder, shorter than
-    `min_length`, or easy to guess, also from the `related` words), or None when it will.
-    The reason never contains the value."""
-    if _is_placeholder(value):
-        return "is a template placeholder"
-    if len(value) < min_length:
-        return f"is shorter than {min_length} characters"
-    # A prefix that is hard to guess keeps the whole value so.
-    verdict = zxcvbn(value[:ZXCVBN_MAX_LENGTH], user_inputs=list(related))
-    if verdict["score"] < STRONG_SCORE:
-        hint = verdict["feedback"]["warning"] or "it follows a guessable pattern"
-        return f"is too easy to guess ({hint.rstrip('.')})"
-    return None
-
-
 def check_secret(name: str, value: str | None, min_length: int = MIN_SECRET_LENGTH) -> None:
     """Raise `ConfigError` naming `name` when `value`, a secret the operator makes up, is
     unset, a placeholder, shorter than `min_length` or easy to guess; the message never shows
@@ -117,32 +123,6 @@ def check_secret(name: str, value: str | None, min_length: int = MIN_SECRET_LENG
     weakness = secret_weakness(value, min_length) if value else "is not set"
     if weakness:
         raise ConfigError(f"{name} {weakness}: {GENERATE_HINT}")
-
-
-def flower_auth_weaknesses(value: str) -> list[str]:
-    """What is wrong with each `user:password` pair of FLOWER_BASIC_AUTH, split on commas as
-    Flower splits it (spaces kept); empty when every pair will do."""
-    if _is_placeholder(value):
-        return ["FLOWER_BASIC_AUTH is a template placeholder"]
-    pairs = value.split(",")
-    weaknesses = []
-    for number, pair in enumerate(pairs, start=1):
-        where = f"FLOWER_BASIC_AUTH pair {number}" if len(pairs) > 1 else "FLOWER_BASIC_AUTH"
-        user, colon, password = pair.partition(":")
-        if not colon:
-            weakness = f"{where} is not user:password"
-        elif pair != pair.strip():
-            weakness = f"{where} has spaces around it, which Flower would keep"
-        elif not user:
-            weakness = f"{where} has an empty user"
-        elif not password:
-            weakness = f"{where} has an empty password"
-        else:
-            found = secret_weakness(password, MIN_PASSWORD_LENGTH, related=[user])
-            weakness = f"{where} has a password that {found}" if found else None
-        if weakness:
-            weaknesses.append(weakness)
-    return weaknesses
 
 
 def mode_of(environ: Mapping[str, str]) -> str | None:
@@ -163,77 +143,6 @@ def mode_of(environ: Mapping[str, str]) -> str | None:
     if not modes:
         return None
     return PRODUCTION if PRODUCTION in modes else DEVELOPMENT
-
-
-def _database_url(value: str) -> str:
-    # Heroku hands out postgres:// URLs, which SQLAlchemy 2 rejects; psycopg 3 is our driver.
-    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
-        if value.startswith(prefix):
-            return "postgresql+psycopg://" + value[len(prefix) :]
-    if value.startswith("postgresql+psycopg://"):
-        return value
-    raise ValueError("expected a postgres:// or postgresql:// URL")
-
-
-def _redis_url(value: str) -> str:
-    if not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("expected a redis://, rediss:// or unix:// URL")
-    return value
-
-
-def _http_url(value: str) -> str:
-    if not value.startswith(("http://", "https://")):
-        raise ValueError("expected an http:// or https:// URL")
-    return value.rstrip("/")
-
-
-def _sms_timeout(value: str) -> float:
-    seconds = float(value)
-    if not 0 < seconds <= MAX_SMS_TIMEOUT:
-        raise ValueError(f"expected seconds above 0 and at most {MAX_SMS_TIMEOUT:g}")
-    return seconds
-
-
-def _names(value: str) -> tuple[str, ...]:
-    names = tuple(name.strip() for name in value.split(","))
-    if not all(names):
-        raise ValueError("expected comma-separated names, none of them empty")
-    return names
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number <= 0:
-        raise ValueError("expected a positive whole number")
-    return number
-
-
-def _region(value: str) -> str:
-    code = value.strip().upper()
-    if code not in phonenumbers.SUPPORTED_REGIONS:
-        raise ValueError(f"{value!r} is not a region code such as KE, UG or TZ")
-    return code
-
-
-def _regions(value: str) -> tuple[str, ...]:
-    codes = tuple(dict.fromkeys(_region(code) for code in value.split(",") if code.strip()))
-    if not codes:
-        raise ValueError("expected region codes separated by commas, e.g. KE,UG")
-    return codes
-
-
-def _rate_limit(value: str) -> str:
-    """A Flask-Limiter limit string such as "30 per minute" or "5/minute; 10/hour"."""
-    if not all(item.amount > 0 for item in parse_many(value)):
-        raise ValueError("every limit needs an amount above 0")
-    return value
-
-
-def _count(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError("expected a whole number, 0 or more")
-    return number
 
 
 @dataclass(frozen=True)
@@ -290,6 +199,17 @@ class Settings:
     rate_limit_prefix: str = "rate-limits"
     # Proxies in front whose X-Forwarded-For/-Proto are believed (Heroku's router: 1).
     trusted_proxies: int = 0
+    redis_ssl_cert_reqs: str = "required"
+    # Threads that may each hold a database connection: gunicorn's per web process (read by
+    # gunicorn.conf.py too, same default) and the worker's pool (the Procfile's --concurrency).
+    # Each pool defaults to its process's threads, so no thread waits for a connection.
+    web_threads: int = 4
+    worker_concurrency: int = 32
+    web_db_pool_size: int | None = None
+    worker_db_pool_size: int | None = None
+    # The platform's port for the process (Heroku's PORT); Flower listens there when told no
+    # port of its own.
+    port: int | None = None
 
     @property
     def is_production(self) -> bool:
@@ -299,6 +219,20 @@ class Settings:
     def allowed_regions(self) -> tuple[str, ...]:
         """The regions whose phones may get an SMS."""
         return self.sms_allowed_regions or (self.default_region,)
+
+    @property
+    def redis_ssl(self) -> dict[str, ssl.VerifyMode]:
+        """What every Redis client of REDIS_URL is given for TLS: the certificate check
+        REDIS_SSL_CERT_REQS asks for, on a rediss:// URL; nothing on a plain one."""
+        if not self.redis_url.startswith("rediss://"):
+            return {}
+        return {"ssl_cert_reqs": REDIS_CERT_REQS[self.redis_ssl_cert_reqs]}
+
+    def db_pool_size(self, role: str) -> int:
+        """The database connections a process of `role` ("worker", else web) keeps."""
+        if role == "worker":
+            return self.worker_db_pool_size or self.worker_concurrency
+        return self.web_db_pool_size or self.web_threads
 
     @property
     def audience(self) -> str:
@@ -311,9 +245,15 @@ class Settings:
         return frozenset({self.oidc_client_id, *self.oidc_authorized_parties})
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        required: Iterable[str] = PRODUCTION_REQUIRED,
+    ) -> Settings:
         """Read settings from `environ` (default: the process environment plus `.env` outside
-        production). In production a missing or malformed value raises `ConfigError`."""
+        production). A malformed value, and in production a missing `required` one, raises
+        `ConfigError`."""
         source = dict(os.environ if environ is None else environ)
         mode = mode_of(source)
         if environ is None and mode != PRODUCTION and os.path.exists(".env"):
@@ -338,18 +278,28 @@ class Settings:
                 "(the connect timeout and the recording of the reply): a lease that ends "
                 "mid-send makes the message go out twice"
             )
+        for pool, threads in (
+            ("WEB_DB_POOL_SIZE", "WEB_THREADS"),
+            ("WORKER_DB_POOL_SIZE", "WORKER_CONCURRENCY"),
+        ):
+            size, count = (getattr(settings, name.lower()) for name in (pool, threads))
+            if size is not None and size < count:
+                raise ConfigError(
+                    f"{pool}={size} is below {threads}={count}: a thread would wait for a "
+                    f"database connection; leave {pool} unset (it follows {threads})"
+                )
         if production:
-            settings.check_production()
+            settings.check_production(required)
         return settings
 
-    def check_production(self) -> None:
+    def check_production(self, required: Iterable[str] = PRODUCTION_REQUIRED) -> None:
         """Refuse to start in production without the settings that keep it safe."""
         env_names = {attribute: name for name, attribute, _ in _VARIABLES}
         defaults = {f.name: f.default for f in fields(self)}
         # A development default is as bad as nothing: production must say what it uses.
         missing = [
             env_names[attribute]
-            for attribute in PRODUCTION_REQUIRED
+            for attribute in required
             if getattr(self, attribute) in (None, "", defaults[attribute])
         ]
         if missing:
@@ -357,12 +307,14 @@ class Settings:
         weaknesses = [
             f"{env_names[attribute]} is a template placeholder"
             for attribute in PROVIDER_SECRETS
-            if _is_placeholder(getattr(self, attribute))
+            if is_placeholder(getattr(self, attribute) or "")
         ]
         for name, attribute, min_length in OPERATOR_SECRETS:
             value = getattr(self, attribute)
-            # Unset is fine for an optional one; the required ones were found above.
-            weakness = secret_weakness(value, min_length) if value else None
+            # Unset is fine for an optional one (or one this process does not use); the
+            # required ones were found above.
+            unset = value in (None, "", defaults[attribute])
+            weakness = None if unset else secret_weakness(value, min_length)
             if weakness:
                 weaknesses.append(f"{name} {weakness}")
         weaknesses += flower_auth_weaknesses(self.flower_basic_auth or "")
@@ -414,4 +366,10 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("LOGIN_ADDRESS_RATE_LIMIT", "login_address_rate_limit", _rate_limit),
     ("RATE_LIMIT_PREFIX", "rate_limit_prefix", str),
     ("TRUSTED_PROXIES", "trusted_proxies", _count),
+    ("REDIS_SSL_CERT_REQS", "redis_ssl_cert_reqs", _cert_reqs),
+    ("WEB_THREADS", "web_threads", _positive_int),
+    ("WORKER_CONCURRENCY", "worker_concurrency", _positive_int),
+    ("WEB_DB_POOL_SIZE", "web_db_pool_size", _positive_int),
+    ("WORKER_DB_POOL_SIZE", "worker_db_pool_size", _positive_int),
+    ("PORT", "port", _positive_int),
 )

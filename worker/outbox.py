@@ -13,7 +13,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from flask import Flask, current_app, has_app_context
@@ -64,9 +64,14 @@ def _full_tasks(batch: list[str], carried: int) -> tuple[list[str], list[str]]:
 class Relay:
     """Publishes notification ids to one broker and queue from one daemon thread per process."""
 
-    def __init__(self, broker_url: str, queue_name: str) -> None:
+    def __init__(
+        self, broker_url: str, queue_name: str, ssl: Mapping[str, Any] | None = None
+    ) -> None:
         self.broker_url = broker_url
         self.queue_name = queue_name
+        # TLS options of a rediss:// URL; False keeps Celery's (the environment's) out of a
+        # plain connection.
+        self.ssl = dict(ssl) if ssl else False
         self._queue: queue.Queue[str] = queue.Queue(maxsize=BACKLOG_LIMIT)
         self._pid: int | None = None
         self._lock = threading.Lock()
@@ -122,7 +127,7 @@ class Relay:
         this relay's own broker connection, all in one pipelined round trip; if it fails, the
         sweep sends what did not go."""
         if self._producer is None:
-            connection = celery_app.connection_for_write(self.broker_url)
+            connection = celery_app.connection_for_write(self.broker_url, ssl=self.ssl)
             self._producer = celery_app.amqp.Producer(connection, auto_declare=False)
         try:
             with self._producer.batch():
@@ -161,9 +166,12 @@ def _after_rollback(session: Session) -> None:
         current_app.extensions["outbox_relay"].submit(ids)
 
 
-def init_app(app: Flask, broker_url: str, queue_name: str) -> None:
-    """Give `app` its relay, and publish remembered notification ids after every commit."""
-    app.extensions["outbox_relay"] = Relay(broker_url, queue_name)
+def init_app(
+    app: Flask, broker_url: str, queue_name: str, ssl: Mapping[str, Any] | None = None
+) -> None:
+    """Give `app` its relay (`ssl`: the TLS options of a rediss:// URL), and publish
+    remembered notification ids after every commit."""
+    app.extensions["outbox_relay"] = Relay(broker_url, queue_name, ssl)
     if not event.contains(Session, "after_commit", _after_commit):
         event.listen(Session, "after_commit", _after_commit)
         event.listen(Session, "after_rollback", _after_rollback)
