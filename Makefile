@@ -40,7 +40,8 @@ test: venv tools ## Run the tests with coverage (extra pytest arguments: PYTEST_
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# docker-compose (Debian's 1.29) validates docker-compose.yml without a Docker engine.
+# docker-compose (Debian's 1.29) validates docker-compose.yml without a Docker engine;
+# redis-server (Debian's, built with TLS) serves the Heroku rehearsal's rediss:// Redis.
 tools:
 	@command -v docker-compose >/dev/null || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -48,6 +49,12 @@ tools:
 			apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
 				apt-get install -y -qq docker-compose >/dev/null; \
 		else echo "note: install docker-compose to validate docker-compose.yml"; fi; }
+	@command -v redis-server >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing redis-server for the Heroku rehearsal (a TLS-only Redis)"; \
+			apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq redis-server >/dev/null; \
+		else echo "note: install redis-server for the Heroku rehearsal"; fi; }
 
 bench: venv ## Benchmark the service beside its raw floor (bench/README.md); fails if a target is missed
 	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -31,6 +31,7 @@ from web.setting_values import count as _count
 from web.setting_values import database_url as _database_url
 from web.setting_values import http_url as _http_url
 from web.setting_values import names as _names
+from web.setting_values import port as _port
 from web.setting_values import positive_int as _positive_int
 from web.setting_values import rate_limit as _rate_limit
 from web.setting_values import redis_url as _redis_url
@@ -371,5 +372,5 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("WORKER_CONCURRENCY", "worker_concurrency", _positive_int),
     ("WEB_DB_POOL_SIZE", "web_db_pool_size", _positive_int),
     ("WORKER_DB_POOL_SIZE", "worker_db_pool_size", _positive_int),
-    ("PORT", "port", _positive_int),
+    ("PORT", "port", _port),
 )

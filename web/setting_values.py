@@ -94,6 +94,13 @@ def rate_limit(value: str) -> str:
     return value
 
 
+def port(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError("expected a TCP port, 0 to 65535 (0: any free one)")
+    return number
+
+
 def count(value: str) -> int:
     number = int(value)
     if number < 0:

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env(required=FLOWER_REQUIRED)
     configure(settings.log_level)  # JSON lines; Tornado adds no handler of its own then
     warn_once(settings)
-    if settings.port:  # the platform's port, unless FLOWER_PORT or --port say otherwise
+    if settings.port is not None:  # the platform's, unless FLOWER_PORT or --port say
         options.port, options.address = settings.port, EVERY_INTERFACE
     command.apply_env_options()
     command.apply_options(sys.argv[0], sys.argv[1:] if argv is None else argv)
