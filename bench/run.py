@@ -485,7 +485,9 @@ class Bench:
         if self.settings.worker_pool:
             command += f" --pool={shlex.quote(self.settings.worker_pool)}"
         if self.settings.worker_concurrency:
-            command += f" --concurrency={self.settings.worker_concurrency}"
+            # The environment too: the worker's database pool follows WORKER_CONCURRENCY.
+            concurrency = self.settings.worker_concurrency
+            command = f"WORKER_CONCURRENCY={concurrency} {command} --concurrency={concurrency}"
         return f"{command} {extra}"
 
     def _start_workers(self) -> None:

@@ -134,8 +134,8 @@ def make_app(settings: Settings) -> Iterator[Any]:
     """`make_app(redis_url=...)`: another app over the same database, disposed afterwards."""
     made: list[Flask] = []
 
-    def make(**overrides: Any) -> Flask:
-        made.append(create_app(replace(settings, **overrides)))
+    def make(role: str = "web", **overrides: Any) -> Flask:
+        made.append(create_app(replace(settings, **overrides), role=role))
         return made[-1]
 
     yield make

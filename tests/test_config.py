@@ -286,7 +286,7 @@ def test_production_refuses_placeholder_secrets(name, value):
 def test_the_database_pool_has_a_connection_for_every_thread_of_a_process(make_app):
     """Every pool thread of a worker may claim or record at the same moment: none of them
     waits for a connection (the pool's wait is seconds, and then the claim fails)."""
-    app = make_app(worker_concurrency=24, web_threads=2)
+    app = make_app(role="worker", worker_concurrency=24, web_threads=2)
 
     with app.app_context():
         connections = [db.engine.connect() for _ in range(24)]  # each thread holding one
@@ -305,7 +305,7 @@ def test_the_pool_is_sized_by_the_concurrency_the_processes_run_with():
     settings = Settings.from_env({"WORKER_CONCURRENCY": "48", "WEB_THREADS": "8"})
 
     assert (settings.worker_concurrency, settings.web_threads) == (48, 8)
-    assert settings.database_pool_size == 48
+    assert (settings.db_pool_size("worker"), settings.db_pool_size("web")) == (48, 8)
     # The defaults are what the Procfile and gunicorn.conf.py run when the variables are unset.
     procfile = (ROOT / "Procfile").read_text()
     assert f"--concurrency=${{WORKER_CONCURRENCY:-{Settings().worker_concurrency}}}" in procfile

@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from models.db import db, ping_when_idle
 from web import database_errors, logs, security, sentry, slow_clients
-from web.config import Settings
+from web.config import Settings, warn_once
 
 ROOT = Path(__file__).resolve().parent.parent
 migrate = Migrate()
@@ -51,7 +51,7 @@ def create_app(config: Settings | dict[str, Any] | None = None, *, role: str = "
             # WEB_THREADS in a web process), each kept once opened: with fewer, busy threads
             # would wait for each other (pool_timeout), and "overflow" connections would be
             # opened and closed all the time, each a new PostgreSQL backend.
-            "pool_size": settings.database_pool_size,
+            "pool_size": settings.db_pool_size(role),
             "max_overflow": 0,
             "pool_timeout": 5,
             "connect_args": {"connect_timeout": 5, "application_name": f"order-service-{role}"},
@@ -69,6 +69,7 @@ def create_app(config: Settings | dict[str, Any] | None = None, *, role: str = "
     # of 4, and a page of names in a non-Latin script three to six times its size.
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     logs.configure(settings.log_level)
+    warn_once(settings)
     logs.init_app(app)
     # First of the request hooks: none of them may wait on a client's body.
     slow_clients.init_app(app)
@@ -94,14 +95,14 @@ def create_app(config: Settings | dict[str, Any] | None = None, *, role: str = "
     )
     from worker import outbox
 
-    outbox.init_app(app, settings.redis_url, settings.celery_queue)
+    outbox.init_app(app, settings.redis_url, settings.celery_queue, settings.redis_ssl)
     app.extensions["graphql"] = graphql.GraphQLService(settings)
     persisted_queries.init_app(app, settings)
     cors.init_app(app, settings)
     auth.init_app(app, settings)
     rate_limits.init_app(app, settings)
     app.register_blueprint(graphql.blueprint)
-    health.init_app(app, settings.redis_url)
+    health.init_app(app, settings.redis_url, settings.redis_ssl)
     metrics.init_app(app, settings)
     commands.init_app(app)
     app.register_blueprint(callbacks.blueprint)

@@ -6,17 +6,32 @@ Every other module takes its settings from the `Settings` object built here (thr
 
 from __future__ import annotations
 
+import logging
 import os
+import ssl
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-import phonenumbers
 from dotenv import dotenv_values
-from limits import parse_many
 
 from web.secret_checks import MIN_SECRET_LENGTH, production_weaknesses, secret_weakness
+
+# The parsers, under the names the table of variables at the end uses.
+from web.setting_values import REDIS_CERT_REQS
+from web.setting_values import cert_reqs as _cert_reqs
+from web.setting_values import count as _count
+from web.setting_values import database_url as _database_url
+from web.setting_values import http_url as _http_url
+from web.setting_values import names as _names
+from web.setting_values import port as _port
+from web.setting_values import positive_int as _positive_int
+from web.setting_values import rate_limit as _rate_limit
+from web.setting_values import redis_url as _redis_url
+from web.setting_values import region as _region
+from web.setting_values import regions as _regions
+from web.setting_values import sms_timeout as _sms_timeout
 
 PRODUCTION = "production"
 DEVELOPMENT = "development"
@@ -32,8 +47,6 @@ MODE_VARIABLES = ("APP_ENV", "FLASK_ENV")
 DEV_SECRET_KEY = "dev-insecure-secret-key"  # noqa: S105 - refused in production below
 
 
-# The longest wait for the gateway a send may have (SMS_TIMEOUT).
-MAX_SMS_TIMEOUT = 30.0
 # Beyond SMS_TIMEOUT, what a send's lease must leave room for: the gateway's connect timeout
 # (3 s) and recording the reply.
 SEND_OVERHEAD_SECONDS = 10.0
@@ -48,6 +61,8 @@ PRODUCTION_REQUIRED = (
     "at_callback_secret",
     "flower_basic_auth",
 )
+# Flower's process talks to Redis alone (python -m worker.flower): it needs no other secret.
+FLOWER_REQUIRED = ("redis_url", "flower_basic_auth")
 # Secrets the provider issues, and those the operator makes up, each with the length it
 # needs (a new one goes in OPERATOR_SECRETS; unset passes there, so it may be optional).
 # web/secret_checks.py says what each must be.
@@ -58,6 +73,24 @@ OPERATOR_SECRETS = (
     ("METRICS_TOKEN", "metrics_token", MIN_SECRET_LENGTH),
 )
 GENERATE_HINT = "generate each secret with `openssl rand -hex 32`"
+
+
+_warned = False
+
+
+def warn_once(settings: Settings) -> None:
+    """Log, once per process and at its start, what production allows but its operator
+    should hear of: a Redis whose certificate goes unchecked."""
+    global _warned
+    if _warned:
+        return
+    _warned = True
+    if settings.is_production and settings.redis_ssl.get("ssl_cert_reqs") == ssl.CERT_NONE:
+        logging.getLogger(__name__).warning(
+            "REDIS_SSL_CERT_REQS=none: the Redis server's certificate is not checked, so "
+            "whoever can intercept the connection can pose as Redis (TLS still encrypts it); "
+            "Heroku Redis needs it for its self-signed certificate"
+        )
 
 
 class ConfigError(RuntimeError):
@@ -107,70 +140,6 @@ def mode_of(environ: Mapping[str, str]) -> str | None:
     return PRODUCTION if PRODUCTION in modes else DEVELOPMENT
 
 
-def _database_url(value: str) -> str:
-    # Heroku hands out postgres:// URLs, which SQLAlchemy 2 rejects; psycopg 3 is our driver.
-    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
-        if value.startswith(prefix):
-            return "postgresql+psycopg://" + value[len(prefix) :]
-    if value.startswith("postgresql+psycopg://"):
-        return value
-    raise ValueError("expected a postgres:// or postgresql:// URL")
-
-
-def _redis_url(value: str) -> str:
-    if not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("expected a redis://, rediss:// or unix:// URL")
-    return value
-
-
-def _http_url(value: str) -> str:
-    if not value.startswith(("http://", "https://")):
-        raise ValueError("expected an http:// or https:// URL")
-    return value.rstrip("/")
-
-
-def _sms_timeout(value: str) -> float:
-    seconds = float(value)
-    if not 0 < seconds <= MAX_SMS_TIMEOUT:
-        raise ValueError(f"expected seconds above 0 and at most {MAX_SMS_TIMEOUT:g}")
-    return seconds
-
-
-def _names(value: str) -> tuple[str, ...]:
-    names = tuple(name.strip() for name in value.split(","))
-    if not all(names):
-        raise ValueError("expected comma-separated names, none of them empty")
-    return names
-
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number <= 0:
-        raise ValueError("expected a positive whole number")
-    return number
-
-
-def _region(value: str) -> str:
-    code = value.strip().upper()
-    if code not in phonenumbers.SUPPORTED_REGIONS:
-        raise ValueError(f"{value!r} is not a region code such as KE, UG or TZ")
-    return code
-
-
-def _regions(value: str) -> tuple[str, ...]:
-    codes = tuple(dict.fromkeys(_region(code) for code in value.split(",") if code.strip()))
-    if not codes:
-        raise ValueError("expected region codes separated by commas, e.g. KE,UG")
-    return codes
-
-
-def _rate_limit(value: str) -> str:
-    """A Flask-Limiter limit string such as "30 per minute" or "5/minute; 10/hour"."""
-    if not all(item.amount > 0 for item in parse_many(value)):
-        raise ValueError("every limit needs an amount above 0")
-    return value
-
-
 def _origins(value: str) -> tuple[str, ...]:
     """Browser origins such as https://shop.example.com or http://localhost:3000."""
     origins = tuple(origin.strip().rstrip("/") for origin in value.split(",") if origin.strip())
@@ -186,13 +155,6 @@ def _flag(value: str) -> bool:
     if spelled not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
         raise ValueError("expected true or false")
     return spelled in ("true", "1", "yes", "on")
-
-
-def _count(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError("expected a whole number, 0 or more")
-    return number
 
 
 @dataclass(frozen=True)
@@ -255,10 +217,17 @@ class Settings:
     rate_limit_prefix: str = "rate-limits"
     # Proxies in front whose X-Forwarded-For/-Proto are believed (Heroku's router: 1).
     trusted_proxies: int = 0
-    # Threads of a worker process and of a gunicorn worker (the Procfile's and
-    # gunicorn.conf.py's defaults): each may hold a database connection, so they size the pool.
-    worker_concurrency: int = 32
+    redis_ssl_cert_reqs: str = "required"
+    # Threads that may each hold a database connection: gunicorn's per web process (read by
+    # gunicorn.conf.py too, same default) and the worker's pool (the Procfile's --concurrency).
+    # Each pool defaults to its process's threads, so no thread waits for a connection.
     web_threads: int = 4
+    worker_concurrency: int = 32
+    web_db_pool_size: int | None = None
+    worker_db_pool_size: int | None = None
+    # The platform's port for the process (Heroku's PORT); Flower listens there when told no
+    # port of its own.
+    port: int | None = None
     # Browser origins allowed to call the API (None: localhost in development, none in
     # production).
     cors_origins: tuple[str, ...] | None = None
@@ -275,10 +244,18 @@ class Settings:
         return self.sms_allowed_regions or (self.default_region,)
 
     @property
-    def database_pool_size(self) -> int:
-        """Connections one process keeps: one for each of its threads that may hold one at
-        once, so none waits for another's (a task's send threads hold none)."""
-        return max(self.worker_concurrency, self.web_threads)
+    def redis_ssl(self) -> dict[str, ssl.VerifyMode]:
+        """What every Redis client of REDIS_URL is given for TLS: the certificate check
+        REDIS_SSL_CERT_REQS asks for, on a rediss:// URL; nothing on a plain one."""
+        if not self.redis_url.startswith("rediss://"):
+            return {}
+        return {"ssl_cert_reqs": REDIS_CERT_REQS[self.redis_ssl_cert_reqs]}
+
+    def db_pool_size(self, role: str) -> int:
+        """The database connections a process of `role` ("worker", else web) keeps."""
+        if role == "worker":
+            return self.worker_db_pool_size or self.worker_concurrency
+        return self.web_db_pool_size or self.web_threads
 
     @property
     def audience(self) -> str:
@@ -291,9 +268,15 @@ class Settings:
         return frozenset({self.oidc_client_id, *self.oidc_authorized_parties})
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        required: Iterable[str] = PRODUCTION_REQUIRED,
+    ) -> Settings:
         """Read settings from `environ` (default: the process environment plus `.env` outside
-        production). In production a missing or malformed value raises `ConfigError`."""
+        production). A malformed value, and in production a missing `required` one, raises
+        `ConfigError`."""
         source = dict(os.environ if environ is None else environ)
         mode = mode_of(source)
         if environ is None and mode != PRODUCTION and os.path.exists(".env"):
@@ -318,26 +301,39 @@ class Settings:
                 "(the connect timeout and the recording of the reply): a lease that ends "
                 "mid-send makes the message go out twice"
             )
+        for pool, threads in (
+            ("WEB_DB_POOL_SIZE", "WEB_THREADS"),
+            ("WORKER_DB_POOL_SIZE", "WORKER_CONCURRENCY"),
+        ):
+            size, count = (getattr(settings, name.lower()) for name in (pool, threads))
+            if size is not None and size < count:
+                raise ConfigError(
+                    f"{pool}={size} is below {threads}={count}: a thread would wait for a "
+                    f"database connection; leave {pool} unset (it follows {threads})"
+                )
         if production:
-            settings.check_production()
+            settings.check_production(required)
         return settings
 
-    def check_production(self) -> None:
+    def check_production(self, required: Iterable[str] = PRODUCTION_REQUIRED) -> None:
         """Refuse to start in production without the settings that keep it safe."""
         env_names = {attribute: name for name, attribute, _ in _VARIABLES}
         defaults = {f.name: f.default for f in fields(self)}
         # A development default is as bad as nothing: production must say what it uses.
         missing = [
             env_names[attribute]
-            for attribute in PRODUCTION_REQUIRED
+            for attribute in required
             if getattr(self, attribute) in (None, "", defaults[attribute])
         ]
         if missing:
             raise ConfigError(f"missing required setting(s) in production: {', '.join(missing)}")
         weaknesses = production_weaknesses(
+            # A development default left in place is unset here (the required ones were
+            # refused above): a process such as Flower's needs none of the others.
             operator={
-                name: (getattr(self, attribute), min_length)
+                name: (None if value == defaults[attribute] else value, min_length)
                 for name, attribute, min_length in OPERATOR_SECRETS
+                for value in (getattr(self, attribute),)
             },
             provider={
                 env_names[attribute]: getattr(self, attribute) for attribute in PROVIDER_SECRETS
@@ -394,8 +390,12 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("SESSION_ADDRESS_RATE_LIMIT", "session_address_rate_limit", _rate_limit),
     ("RATE_LIMIT_PREFIX", "rate_limit_prefix", str),
     ("TRUSTED_PROXIES", "trusted_proxies", _count),
-    ("WORKER_CONCURRENCY", "worker_concurrency", _positive_int),
+    ("REDIS_SSL_CERT_REQS", "redis_ssl_cert_reqs", _cert_reqs),
     ("WEB_THREADS", "web_threads", _positive_int),
+    ("WORKER_CONCURRENCY", "worker_concurrency", _positive_int),
+    ("WEB_DB_POOL_SIZE", "web_db_pool_size", _positive_int),
+    ("WORKER_DB_POOL_SIZE", "worker_db_pool_size", _positive_int),
+    ("PORT", "port", _port),
     ("CORS_ORIGINS", "cors_origins", _origins),
     ("SCHEMA_SDL_PUBLIC", "schema_sdl_public", _flag),
     ("PERSISTED_QUERY_TTL", "persisted_query_ttl", _positive_int),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import redis
 from flask import Blueprint, Flask, current_app, jsonify
 from sqlalchemy import text
@@ -12,10 +15,14 @@ blueprint = Blueprint("health", __name__)
 TIMEOUT_SECONDS = 1.0
 
 
-def init_app(app: Flask, redis_url: str) -> None:
-    """Give the readiness probe its own Redis client with short timeouts."""
+def init_app(app: Flask, redis_url: str, ssl: Mapping[str, Any] | None = None) -> None:
+    """Give the readiness probe its own Redis client with short timeouts (and `ssl`, the
+    TLS options of a rediss:// URL)."""
     app.extensions["health_redis"] = redis.Redis.from_url(
-        redis_url, socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS
+        redis_url,
+        socket_timeout=TIMEOUT_SECONDS,
+        socket_connect_timeout=TIMEOUT_SECONDS,
+        **(ssl or {}),
     )
     app.register_blueprint(blueprint)
 
@@ -50,9 +57,18 @@ def readyz():
             check()
             checks[name] = "ok"
         except Exception as error:  # any failure means down
-            checks[name] = f"down: {type(error).__name__}"
+            hint = _redis_hint(error) if name == "redis" else ""
+            checks[name] = f"down: {type(error).__name__}{hint}"
     ready = checks["postgres"] == "ok"
     status = "unavailable" if not ready else "ready" if checks["redis"] == "ok" else "degraded"
     response = jsonify({"status": status, "checks": checks})
     response.status_code = 200 if ready else 503
     return response
+
+
+def _redis_hint(error: Exception) -> str:
+    # The one failure a setting explains: a TLS server whose certificate is not trusted
+    # (Heroku Redis's is self-signed). Other messages stay in the logs.
+    if "CERTIFICATE_VERIFY_FAILED" in str(error):
+        return " (the server's certificate is not trusted; see REDIS_SSL_CERT_REQS)"
+    return ""

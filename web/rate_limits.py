@@ -81,6 +81,7 @@ class RateLimits:
                 "socket_connect_timeout": REDIS_TIMEOUT,
                 "socket_timeout": REDIS_TIMEOUT,
                 "retry": Retry(NoBackoff(), 0),  # type: ignore[dict-item]
+                **settings.redis_ssl,
             },
             # Exact: a cap of N lets N through in any window, also when requests straddle a
             # window's edge (a sliding counter then weighs the earlier ones down and lets more

@@ -3,6 +3,7 @@ the same settings, database session and domain functions as the web process."""
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any
 
@@ -42,10 +43,12 @@ class AppContextTask(Task):
 @signals.setup_logging.connect
 def _json_logs(**_kwargs: Any) -> None:
     """The worker and beat log JSON lines like the web process."""
-    from web.config import Settings
+    from web.config import Settings, warn_once
     from web.logs import configure
 
-    configure(Settings.from_env().log_level)
+    settings = Settings.from_env()
+    configure(settings.log_level)
+    warn_once(settings)
 
 
 @signals.worker_process_init.connect
@@ -56,6 +59,24 @@ def _sentry(**_kwargs: Any) -> None:
     from web.config import Settings
 
     sentry.init(Settings.from_env())
+
+
+@signals.worker_init.connect
+def _check_database_pool(sender: Any = None, **_kwargs: Any) -> None:
+    """Refuse to run more task threads than the worker keeps database connections: a task
+    would wait for one (up to the pool's timeout) while holding its claimed rows' leases."""
+    from web.config import Settings
+
+    pool = Settings.from_env().db_pool_size("worker")
+    threads = getattr(sender, "concurrency", None)
+    if isinstance(threads, int) and threads > pool:
+        print(
+            f"configuration error: --concurrency={threads} is above the worker's {pool} "
+            "database connections (WORKER_DB_POOL_SIZE, else WORKER_CONCURRENCY): set "
+            "WORKER_CONCURRENCY, which the Procfile passes to --concurrency",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)  # Celery logs and swallows a receiver's exceptions, not this
 
 
 @signals.worker_ready.connect

@@ -5,18 +5,26 @@ Flower 2.2 asks for its credentials (`FLOWER_BASIC_AUTH`) only in some handlers:
 OPTIONS request answer without them. Run as `python -m worker.flower --address=... --port=...`
 (Flower's own options and FLOWER_* variables apply), it starts Flower as `celery flower`
 does, with one check before any handler runs. In production it does not start without
-credentials, nor with a user or password left empty.
+credentials, nor with a user or password left empty; nowhere does it listen beyond loopback
+without them.
+
+Given neither, it listens on PORT (the platform's) on every interface: on Heroku, where only a
+`web` process is reachable, a second app whose `web` is this (deploy/heroku/flower/Procfile).
+Flower needs Redis alone, so it has a Celery app of its own: the worker's broker settings,
+without the database or the service's other secrets.
 """
 
 from __future__ import annotations
 
 import atexit
 import hmac
+import ipaddress
 import logging
 import signal
 import sys
 from typing import Any
 
+from celery import Celery
 from flower import command, urls
 from flower.app import Flower
 from tornado.httputil import HTTPServerRequest
@@ -24,10 +32,15 @@ from tornado.options import options
 from tornado.web import RequestHandler
 from werkzeug.datastructures import Authorization
 
-from web.config import ConfigError, Settings
+from web.config import FLOWER_REQUIRED, ConfigError, Settings, warn_once
 from web.logs import configure
 
+# Makes PROMETHEUS_MULTIPROC_DIR where it is missing (an empty emptyDir), before Flower's
+# metrics open their files there.
+from web.metrics import prepare_multiprocess_dir  # noqa: F401
+
 HEALTHCHECK = "/healthcheck"
+EVERY_INTERFACE = "0.0.0.0"  # noqa: S104 - only ever behind FLOWER_BASIC_AUTH
 
 
 class Unauthorized(RequestHandler):
@@ -83,18 +96,61 @@ def check_credentials(credentials: list[str] | None, settings: Settings) -> None
             )
 
 
+def is_loopback(address: str) -> bool:
+    """Whether Flower listening on `address` is reachable from this host alone ("" means
+    every interface to Tornado)."""
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:  # "", or a host name: it may be anyone's
+        return False
+
+
+def check_exposure(address: str, credentials: list[str] | None) -> None:
+    """Refuse to listen beyond loopback without credentials, in any mode."""
+    if not credentials and not is_loopback(address):
+        where = address or "every interface"
+        raise ConfigError(
+            f"FLOWER_BASIC_AUTH is required when Flower listens on {where}, beyond this host"
+        )
+
+
+def flower_celery(settings: Settings) -> Celery:
+    """The Celery app Flower watches: the worker's broker (URL, TLS, timeouts) and queue, as
+    celeryconfig.py has them, and nothing that reads the database or other secrets."""
+    app = Celery("orders", set_as_current=False)
+    app.conf.update(
+        broker_url=settings.redis_url,
+        broker_use_ssl=settings.redis_ssl or False,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=3,
+        broker_transport_options={"socket_timeout": 5, "socket_connect_timeout": 3},
+        task_default_queue=settings.celery_queue,
+        # No pool: Flower's inspections each open a connection of their own, and a pool kept
+        # twenty of them open for good (Heroku Redis mini allows twenty in all).
+        broker_pool_limit=0,
+        timezone="UTC",
+        enable_utc=True,
+    )
+    return app
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Start Flower on the worker's Celery app, as `celery --app worker flower` would."""
-    settings = Settings.from_env()
+    """Start Flower on the worker's broker, as `celery --app worker flower` would."""
+    settings = Settings.from_env(required=FLOWER_REQUIRED)
     configure(settings.log_level)  # JSON lines; Tornado adds no handler of its own then
+    warn_once(settings)
+    if settings.port is not None:  # the platform's, unless FLOWER_PORT or --port say
+        options.port, options.address = settings.port, EVERY_INTERFACE
     command.apply_env_options()
     command.apply_options(sys.argv[0], sys.argv[1:] if argv is None else argv)
     command.extract_settings()
     command.setup_logging()
     check_credentials(options.basic_auth, settings)
+    check_exposure(options.address, options.basic_auth)
 
-    from worker.celery_app import celery_app
-
+    celery_app = flower_celery(settings)
     flower = GuardedFlower(capp=celery_app, options=options, **urls.settings)
     atexit.register(flower.stop)
     signal.signal(signal.SIGTERM, command.sigterm_handler)

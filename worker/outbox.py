@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from flask import Flask, current_app, has_app_context
@@ -73,17 +73,23 @@ def _full_tasks(batch: list[str], carried: int) -> tuple[list[str], list[str]]:
 class Relay:
     """Publishes notification ids to one broker and queue from one daemon thread per process.
 
-    `connect` makes the broker connection (default: Celery's, to `broker_url`)."""
+    `connect` makes the broker connection (default: Celery's, to `broker_url`, with `ssl`)."""
 
     def __init__(
         self,
         broker_url: str,
         queue_name: str,
+        ssl: Mapping[str, Any] | None = None,
         connect: Callable[[], Connection] | None = None,
     ) -> None:
         self.broker_url = broker_url
         self.queue_name = queue_name
-        self._connect = connect or (lambda: celery_app.connection_for_write(broker_url))
+        # TLS options of a rediss:// URL; False keeps Celery's (the environment's) out of a
+        # plain connection.
+        self.ssl = dict(ssl) if ssl else False
+        self._connect = connect or (
+            lambda: celery_app.connection_for_write(broker_url, ssl=self.ssl)
+        )
         self._queue: queue.Queue[str] = queue.Queue(maxsize=BACKLOG_LIMIT)
         self._pid: int | None = None
         self._lock = threading.Lock()
@@ -218,9 +224,12 @@ def _after_rollback(session: Session) -> None:
         current_app.extensions["outbox_relay"].submit(ids)
 
 
-def init_app(app: Flask, broker_url: str, queue_name: str) -> None:
-    """Give `app` its relay, and publish remembered notification ids after every commit."""
-    app.extensions["outbox_relay"] = Relay(broker_url, queue_name)
+def init_app(
+    app: Flask, broker_url: str, queue_name: str, ssl: Mapping[str, Any] | None = None
+) -> None:
+    """Give `app` its relay (`ssl`: the TLS options of a rediss:// URL), and publish
+    remembered notification ids after every commit."""
+    app.extensions["outbox_relay"] = Relay(broker_url, queue_name, ssl)
     if not event.contains(Session, "after_commit", _after_commit):
         event.listen(Session, "after_commit", _after_commit)
         event.listen(Session, "after_rollback", _after_rollback)
