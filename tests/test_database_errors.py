@@ -7,6 +7,7 @@ lost or unreachable database answers 503, with Retry-After.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -19,10 +20,12 @@ import redis
 from flask import Flask
 from flask_migrate import upgrade
 from sqlalchemy import make_url, text
+from sqlalchemy.exc import OperationalError, PendingRollbackError
 
 from models.db import db
 from tests.clients import GraphQLClient
 from tests.conftest import REDIS_URL, SERVER_URL, _admin_dsn
+from web import database_errors
 
 PLACE = 'createOrder(input: {price: 10, orderDetails: "Deliver ASAP"}) { success order { id } }'
 PLACE_ONE = f"mutation {{ {PLACE} }}"
@@ -168,6 +171,46 @@ def test_a_connection_lost_between_requests_is_503_with_retry_after(
     _assert_try_again(response)
     assert _orders(app) == before
     assert client.execute("{ myOrders { id } }")  # the pool has a new connection
+
+
+def test_the_fields_after_a_lost_connection_are_the_same_outage_not_bugs(
+    make_app, idp, committed, caplog
+):
+    """The first field finds the connection dead; the next ones find the session waiting for
+    its rollback. That is the one outage: a WARNING, never an ERROR with a traceback (which
+    Sentry reports and the errors alert counts)."""
+    app = make_app()
+    client = GraphQLClient(app.test_client(), idp.issue_access_token("jane"))
+    client.execute("{ me { id } }")
+    client.execute("{ myOrders { id } }")
+
+    _terminate_pooled_connection(app)
+    with caplog.at_level(logging.WARNING):
+        response = client.post("{ a: myOrders { id } b: myOrders { id } c: me { id } }")
+
+    _assert_try_again(response)
+    assert [r.levelname for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert any("database unavailable" in r.getMessage() for r in caplog.records)
+
+
+def test_a_session_left_waiting_for_its_rollback_by_a_lost_connection_is_the_outage(make_app):
+    """What the fields after the first meet, within one transaction (gunicorn's threads, a
+    mutation's savepoints): SQLAlchemy's PendingRollbackError, classified as the outage."""
+    app = make_app()
+    with app.app_context():
+        session = db.session()
+        session.execute(text("SELECT 1"))
+        pid = session.scalar(text("SELECT pg_backend_pid()"))
+        with psycopg.connect(_admin_dsn(SERVER_URL), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(OperationalError) as lost:
+            session.execute(text("SELECT 1"))
+        with pytest.raises(PendingRollbackError) as waiting:
+            session.execute(text("SELECT 1"))
+        session.rollback()
+
+    assert database_errors.classify(lost.value) is database_errors.UNAVAILABLE
+    assert database_errors.classify(waiting.value) is database_errors.UNAVAILABLE
 
 
 def test_an_unreachable_database_is_503_with_retry_after(make_app, idp):

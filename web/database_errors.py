@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 
 from flask import Response, jsonify
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, PendingRollbackError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,11 @@ UNAVAILABLE = DatabaseFailure(
 )
 
 
+# SQLAlchemy's words for a transaction whose connection was invalidated under it (the same
+# PendingRollbackError also follows a failed flush, which is no outage).
+RECONNECT_PENDING = "Can't reconnect until invalid"
+
+
 def classify(error: BaseException | None) -> DatabaseFailure | None:
     """CONFLICT, UNAVAILABLE, or None for an error that is no database failure of these
     kinds (a bug: answered as one)."""
@@ -56,6 +61,9 @@ def classify(error: BaseException | None) -> DatabaseFailure | None:
     if isinstance(error, OperationalError | PoolTimeout) or (
         isinstance(error, DBAPIError) and error.connection_invalidated
     ):
+        return UNAVAILABLE
+    if isinstance(error, PendingRollbackError) and RECONNECT_PENDING in str(error):
+        # A later statement of a transaction whose connection was lost: the same outage.
         return UNAVAILABLE
     return None
 

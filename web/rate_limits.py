@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 # A check must never wait long on a dead Redis: one short try, then the in-memory fallback.
 REDIS_TIMEOUT = 0.25
 RATE_LIMITED = "RATE_LIMITED"
+# How long an address a user signed in from stays exempt from the limit of every address.
+KNOWN_ADDRESS_SECONDS = 30 * 24 * 3600
 
 
 class RateLimitedError(GraphQLError):
@@ -142,12 +144,24 @@ class RateLimits:
         except RateLimitExceeded as exceeded:
             raise self._refused(exceeded, f"{who} from address {address}", refused) from None
         counted = list(self.limiter.current_limits)
+        g.login_address_key = f"known-address:{g.login_username}:{address}"
+        if self._known(g.login_address_key):
+            # An address the user signed in from lately: strangers' guesses from elsewhere,
+            # which fill the limit of every address, must not lock the user out of it.
+            g.login_username_limits = counted
+            return
         try:
             with self._login_username:
                 pass
         except RateLimitExceeded as exceeded:
             raise self._refused(exceeded, f"{who} from every address", refused) from None
         g.login_username_limits = counted + list(self.limiter.current_limits)
+
+    def _known(self, key: str) -> bool:
+        try:
+            return bool(self.limiter.storage.get(key))
+        except RedisError:  # unknown while Redis is away: the limit of every address holds
+            return False
 
     def count_session(self) -> None:
         """Count one refreshToken or logout from this address; RateLimitedError, and no call
@@ -168,6 +182,11 @@ class RateLimits:
                 checked.limiter.clear(checked.limit, *checked.request_args)
             except RedisError as error:  # the next check falls back to memory
                 log.warning("could not reset a login limit: %s", error)
+        if key := g.pop("login_address_key", None):
+            try:
+                self.limiter.storage.incr(key, KNOWN_ADDRESS_SECONDS)
+            except RedisError as error:
+                log.warning("could not remember a sign-in address: %s", error)
 
     def _refused(self, exceeded: RateLimitExceeded, who: str, message: str) -> GraphQLError:
         log.warning("rate limited: %s, %s of %s", who, exceeded.limit.limit, exceeded.limit.scope)

@@ -136,6 +136,25 @@ def test_guesses_spread_over_many_addresses_stop_at_the_limit_of_every_address(s
     assert answer(attempt(shop, "admin", "admin", OFFICE))["success"] is True
 
 
+def test_guesses_from_everywhere_do_not_lock_the_user_out_of_an_address_she_signed_in_from(
+    shop, idp, session
+):
+    """The limit of every address stops distributed guessing, and would let anyone lock a user
+    out for its window with a few addresses; an address she signed in from lately keeps its
+    own limit only."""
+    assert answer(attempt(shop, "jane", "jane", OFFICE))["success"] is True
+    for guess in range(per_username_from_everywhere()):
+        address = f"203.0.113.{guess // (PER_USERNAME - 1) + 1}"
+        attempt(shop, "jane", f"guess-{guess}", address)
+
+    assert rate_limited(attempt(shop, "jane", "jane", "192.0.2.202")) is not None
+    assert answer(attempt(shop, "jane", "jane", OFFICE))["success"] is True
+    # Her office still has its own limit for the username.
+    for guess in range(PER_USERNAME):
+        attempt(shop, "jane", f"typo-{guess}", OFFICE)
+    assert rate_limited(attempt(shop, "jane", "jane", OFFICE)) is not None
+
+
 def test_a_success_forgets_the_failures_of_every_address(shop, idp, session):
     for guess in range(per_username_from_everywhere() - 1):
         address = f"203.0.113.{guess // (PER_USERNAME - 1) + 1}"
