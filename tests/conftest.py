@@ -118,6 +118,7 @@ def settings(database_url: str, idp: Any) -> Settings:
         login_address_rate_limit=SUITE_RATE_LIMIT,
         login_username_rate_limit=SUITE_RATE_LIMIT,
         session_address_rate_limit=SUITE_RATE_LIMIT,
+        persisted_query_rate_limit=SUITE_RATE_LIMIT,
     )
 
 

@@ -176,6 +176,29 @@ def test_a_strangers_document_runs_but_is_not_kept(app, session, store):
     assert store.get(KEY_PREFIX + digest) is None
 
 
+def test_one_caller_keeps_at_most_its_limit_of_documents_and_the_rest_still_run(
+    make_app, session, idp, store
+):
+    """A signed-in caller padding documents to 16 KiB must not fill the Redis that Celery and
+    the rate limits share: past PERSISTED_QUERY_RATE_LIMIT nothing more of theirs is kept."""
+    app = make_app(persisted_query_rate_limit="2 per hour")
+
+    def send(who: str, query: str):
+        headers = {"Authorization": f"Bearer {idp.issue_access_token(who)}"}
+        body = {"query": query, "extensions": persisted(sha256(query))}
+        return app.test_client().post("/graphql", json=body, headers=headers)
+
+    queries = [document() for _ in range(3)]
+    answers = [send("jane", query) for query in queries]
+
+    assert [answer.get_json()["data"]["me"]["id"] is not None for answer in answers] == [True] * 3
+    kept = [store.get(KEY_PREFIX + sha256(q)) is not None for q in queries]
+    assert kept == [True, True, False]
+    other = document()
+    send("admin", other)
+    assert store.get(KEY_PREFIX + sha256(other)) is not None  # another caller's own budget
+
+
 def test_a_mutation_by_hash_over_get_is_405(jane, store):
     mutation = "# test get\nmutation { createOrder(input: {price: 10.0}) { success } }"
     store.set(KEY_PREFIX + sha256(mutation), mutation, ex=60)

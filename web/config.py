@@ -214,6 +214,9 @@ class Settings:
     # refreshToken and logout per client address: a budget of their own, as they are routine
     # (one refresh per access token's lifetime per signed-in user) where sign-ins are rare.
     session_address_rate_limit: str = "60 per minute"
+    # Documents one caller may add to the persisted queries (each new document is kept once for
+    # everyone): a client stores each of its few documents once a TTL; more fills Redis.
+    persisted_query_rate_limit: str = "100 per hour"
     rate_limit_prefix: str = "rate-limits"
     # Proxies in front whose X-Forwarded-For/-Proto are believed (Heroku's router: 1).
     trusted_proxies: int = 0
@@ -388,6 +391,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("LOGIN_USERNAME_RATE_LIMIT", "login_username_rate_limit", _rate_limit),
     ("LOGIN_ADDRESS_RATE_LIMIT", "login_address_rate_limit", _rate_limit),
     ("SESSION_ADDRESS_RATE_LIMIT", "session_address_rate_limit", _rate_limit),
+    ("PERSISTED_QUERY_RATE_LIMIT", "persisted_query_rate_limit", _rate_limit),
     ("RATE_LIMIT_PREFIX", "rate_limit_prefix", str),
     ("TRUSTED_PROXIES", "trusted_proxies", _count),
     ("REDIS_SSL_CERT_REQS", "redis_ssl_cert_reqs", _cert_reqs),

@@ -32,6 +32,7 @@ from web.config import Settings
 from web.document_limits import Measurements, bracket_nesting, cost, measure, merged_pairs
 from web.logs import operation_var, request_id_var
 from web.persisted_queries import PersistedQueryError, persisted_queries
+from web.rate_limits import rate_limits
 from web.resolvers import bindables
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schema.graphql"
@@ -348,7 +349,8 @@ def execute() -> Response:
         )
         response.headers["Allow"] = "POST"
         return response
-    if digest and not prepared.errors and g.get("actor") is not None:
+    actor = g.get("actor")
+    if digest and not prepared.errors and actor and rate_limits().may_persist(actor.subject):
         persisted.remember(digest, data["query"])
     operation_var.set(service().operation_name(data, prepared))
     g.graphql_root_field = service().metrics_label(data, prepared)

@@ -111,6 +111,11 @@ class RateLimits:
         self._session_address = self.limiter.shared_limit(
             settings.session_address_rate_limit, scope="session-address", key_func=client_address
         )
+        self._persisting = self.limiter.shared_limit(
+            settings.persisted_query_rate_limit,
+            scope="persisted-query",
+            key_func=lambda: g.rate_limit_caller,
+        )
 
     def count_sms(self, caller: str) -> None:
         """Count one SMS-sending mutation of `caller` (a subject); RateLimitedError once it
@@ -172,6 +177,17 @@ class RateLimits:
         except RateLimitExceeded as exceeded:
             who = f"address {client_address()}"
             raise self._refused(exceeded, who, "Too many token refreshes and sign-outs") from None
+
+    def may_persist(self, caller: str) -> bool:
+        """Count one document `caller` (a subject) asks to keep as a persisted query; False
+        past PERSISTED_QUERY_RATE_LIMIT: the document still runs, and is not kept."""
+        g.rate_limit_caller = caller
+        try:
+            with self._persisting:
+                return True
+        except RateLimitExceeded:
+            log.warning("persisted query not kept: caller %s is past its limit", caller)
+            return False
 
     def login_succeeded(self) -> None:
         """Forget the username's earlier attempts from this address and from every address,
