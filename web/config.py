@@ -6,6 +6,7 @@ Every other module takes its settings from the `Settings` object built here (thr
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import ssl
@@ -13,6 +14,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -120,6 +122,19 @@ def check_secret(name: str, value: str | None, min_length: int = MIN_SECRET_LENG
         raise ConfigError(f"{name} {weakness}: {GENERATE_HINT}")
 
 
+def _private_or_https(url: str | None) -> bool:
+    """Whether `url` is https://, or http:// to this host (a local stand-in, a sidecar)."""
+    if not url or url.startswith("https://"):
+        return True
+    host = (urlsplit(url).hostname or "").rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def mode_of(environ: Mapping[str, str]) -> str | None:
     """The mode APP_ENV and FLASK_ENV select (production if either says so), None when both
     are unset or empty; an unknown value raises `ConfigError` naming its variable."""
@@ -132,7 +147,7 @@ def mode_of(environ: Mapping[str, str]) -> str | None:
         if mode is None:
             raise ConfigError(
                 f"{name}={raw!r} is not a known mode: set it to production or development"
-                " (unset means development)"
+                " (unset: development, but the Procfile's processes and the image run production)"
             )
         modes.add(mode)
     if not modes:
@@ -330,6 +345,17 @@ class Settings:
         ]
         if missing:
             raise ConfigError(f"missing required setting(s) in production: {', '.join(missing)}")
+        plain = [
+            env_names[attribute]
+            # The gateway's URL where the process sends SMS (it needs the API key then).
+            for attribute, needed_by in (("oidc_issuer",) * 2, ("at_api_url", "at_api_key"))
+            if needed_by in required and not _private_or_https(getattr(self, attribute))
+        ]
+        if plain:
+            raise ConfigError(
+                f"{', '.join(plain)} must be https:// in production (keys, tokens and API keys "
+                "would travel in the clear); plain http:// only to this host"
+            )
         weaknesses = production_weaknesses(
             # A development default left in place is unset here (the required ones were
             # refused above): a process such as Flower's needs none of the others.

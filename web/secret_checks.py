@@ -124,8 +124,9 @@ def flower_auth_weaknesses(value: str) -> list[str]:
 def reuses(secrets: Mapping[str, str | None]) -> list[str]:
     """Each secret of `secrets` (by name) that is another one, or holds or is held in it.
     Values too short to be any secret are refused for that alone."""
+    # In any case: a secret upper-cased is the same secret to whoever holds the other.
     given = [
-        (name, value)
+        (name, value.casefold())
         for name, value in secrets.items()
         if value and len(value) >= MIN_PASSWORD_LENGTH
     ]

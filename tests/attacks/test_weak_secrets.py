@@ -262,6 +262,10 @@ REUSED = {
         {"SECRET_KEY": SHARED, "OIDC_CLIENT_SECRET": SHARED},
         "OIDC_CLIENT_SECRET reuses SECRET_KEY",
     ),
+    "metrics-token-is-the-secret-key-upper-cased": (
+        {"SECRET_KEY": SHARED, "METRICS_TOKEN": SHARED.upper()},
+        "METRICS_TOKEN reuses SECRET_KEY",
+    ),
 }
 
 
@@ -328,3 +332,23 @@ def test_a_process_with_a_weak_secret_refuses_to_start(env, process, case):
     if len(value) >= 4:
         assert value not in refused.output
     assert STRONG not in refused.output
+
+
+@pytest.mark.parametrize(
+    ("variable", "url"),
+    [
+        ("OIDC_ISSUER", "http://sso.example.com/realms/shop"),
+        ("AT_API_URL", "http://api.africastalking.com"),
+    ],
+)
+def test_production_refuses_plain_http_to_another_host(env, variable, url):
+    """Signing keys fetched, or API keys sent, over plain http:// can be forged or read on the
+    way; http:// to this host (a local stand-in, a sidecar) stays allowed."""
+    with pytest.raises(ConfigError, match=f"{variable} must be https://"):
+        Settings.from_env(env(**{variable: url}))
+
+
+def test_production_takes_http_to_this_host(env):
+    settings = Settings.from_env(env(AT_API_URL="http://127.0.0.1:8090"))
+
+    assert settings.at_api_url == "http://127.0.0.1:8090"
