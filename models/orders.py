@@ -52,6 +52,7 @@ from models.validation import (
     MAX_DETAILS,
     MAX_ITEM,
     MAX_QUANTITY,
+    MAX_SUBJECT,
     clean_currency,
     clean_money,
     clean_text,
@@ -101,7 +102,7 @@ class Order(db.Model):
     total: Mapped[Decimal] = mapped_column(Numeric(12, 2))
     currency: Mapped[str] = mapped_column(String(3), server_default="KES")
     status: Mapped[str] = mapped_column(String(16), server_default=OrderStatus.NEW.value)
-    created_by: Mapped[str] = mapped_column(String(255))
+    created_by: Mapped[str] = mapped_column(String(MAX_SUBJECT))
     created_at: Mapped[Timestamp]
     updated_at: Mapped[UpdatedTimestamp]
 
@@ -119,7 +120,7 @@ class OrderEvent(db.Model):
         UUID(as_uuid=True), ForeignKey("orders.id", ondelete="CASCADE")
     )
     type: Mapped[str] = mapped_column(String(32))
-    actor: Mapped[str] = mapped_column(String(255))
+    actor: Mapped[str] = mapped_column(String(MAX_SUBJECT))
     data: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     created_at: Mapped[Timestamp]
 

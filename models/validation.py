@@ -16,6 +16,7 @@ MAX_DETAILS = 2000
 MAX_CODE = 32
 MAX_EMAIL = 254
 MAX_ITEM = 200
+MAX_SUBJECT = 255  # a user's subject at the identity provider, as orders record it
 MAX_QUANTITY = 100_000
 MAX_AMOUNT = Decimal("1000000000")  # 10^9: above this a price is a typo, not an order
 CENT = Decimal("0.01")
