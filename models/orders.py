@@ -411,18 +411,21 @@ def purge_expired_idempotency_keys(session: Session, *, limit: int = 5000) -> in
     return result.rowcount  # type: ignore[attr-defined]
 
 
-def _order_id(value: object) -> uuid.UUID:
+def _order_id(value: object, field: str = "orderId") -> uuid.UUID:
     key = parse_uuid(value)
     if key is None:
-        raise DomainError.single("orderId", ErrorCode.INVALID, "orderId is not a valid order id")
+        raise DomainError.single(field, ErrorCode.INVALID, f"{field} is not a valid order id")
     return key
 
 
-def get_order(session: Session, *, actor: Actor, order_id: object) -> Order:
-    """The order with this id, if the actor may see it (else NOT_FOUND, never FORBIDDEN)."""
-    order = session.get(Order, _order_id(order_id))
+def get_order(
+    session: Session, *, actor: Actor, order_id: object, field: str = "orderId"
+) -> Order:
+    """The order with this id, if the actor may see it (else NOT_FOUND, never FORBIDDEN);
+    errors name `field`, the argument the client gave the id in."""
+    order = session.get(Order, _order_id(order_id, field))
     if order is None or not (actor.is_admin or order.customer_id == actor.customer_id):
-        raise DomainError.single("orderId", ErrorCode.NOT_FOUND, "order not found")
+        raise DomainError.single(field, ErrorCode.NOT_FOUND, "order not found")
     return order
 
 
