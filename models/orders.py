@@ -418,9 +418,7 @@ def _order_id(value: object, field: str = "orderId") -> uuid.UUID:
     return key
 
 
-def get_order(
-    session: Session, *, actor: Actor, order_id: object, field: str = "orderId"
-) -> Order:
+def get_order(session: Session, *, actor: Actor, order_id: object, field: str = "orderId") -> Order:
     """The order with this id, if the actor may see it (else NOT_FOUND, never FORBIDDEN);
     errors name `field`, the argument the client gave the id in."""
     order = session.get(Order, _order_id(order_id, field))

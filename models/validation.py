@@ -24,8 +24,8 @@ SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 # The one way ids are written: 8-4-4-4-12 ASCII hex digits, in either case. Python's UUID
-# also reads braces, `urn:uuid:`, no hyphens, and other scripts' digits (full-width ４,
-# Arabic-Indic ٤): ids no client was given, which must not find an order all the same.
+# also reads braces, `urn:uuid:`, no hyphens, and other scripts' digits (full-width ones,
+# Arabic-Indic ones): ids no client was given, which must not find an order all the same.
 CANONICAL_UUID = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
