@@ -59,7 +59,9 @@ def pre_request(worker, req):
     its connection then closes (and the answer says `Connection: close`), so the client stops
     sending. Kept alive, the rest of the body would have to be read to reach the next request
     (gunicorn reads on for up to 64 KiB, then drops the connection mid-stream, after saying
-    keep-alive). A chunked body's length shows only as it is read: gunicorn's bound holds."""
+    keep-alive). A chunked body's length shows only as it is read: the app refuses one once
+    it has a byte past the limit (web/slow_clients.py), and the worker closes the connection
+    after that answer (web/gunicorn_worker.py)."""
     limit = worker.wsgi.config.get("MAX_CONTENT_LENGTH")
     declared = next((value for name, value in req.headers if name == "CONTENT-LENGTH"), None)
     if limit is not None and declared is not None and int(declared) > limit:

@@ -15,6 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
+from models.validation import MAX_DETAILS
+
 Connection = psycopg.Connection[Any]
 
 
@@ -81,7 +83,7 @@ def bulk_orders(
 
 def customers_with_an_order(connection: Connection, *, count: int) -> None:
     """`count` customers with one NEW order each, for documents that look up each order's
-    customer."""
+    customer; each order's details as long as they may be (2,000 emoji, 8 KB)."""
     connection.execute(
         """
         WITH made AS (
@@ -92,11 +94,11 @@ def customers_with_an_order(connection: Connection, *, count: int) -> None:
         )
         INSERT INTO orders (id, customer_id, item, details, quantity, unit_price, total,
                             currency, status, created_by)
-        SELECT gen_random_uuid(), id, 'bench item', 'bulk loaded', 1, 100.00, 100.00, 'KES',
-               'NEW', 'bench'
+        SELECT gen_random_uuid(), id, 'bench item', repeat(%(emoji)s, %(length)s), 1, 100.00,
+               100.00, 'KES', 'NEW', 'bench'
         FROM made
         """,
-        {"count": count},
+        {"count": count, "emoji": "\U0001f600", "length": MAX_DETAILS},
     )
 
 

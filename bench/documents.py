@@ -178,7 +178,37 @@ def lookups_per_row_that_fit(nonce: str) -> str:
     return _order_customers(_most_order_customers(), nonce)
 
 
-SIGNED_IN = frozenset({"lookups_per_row", "lookups_per_row_that_fit"})
+def long_text_aliases(nonce: str) -> str:
+    """48 aliases of `orderDetails` (8 KB each) over a full page of orders: 38 MB of answer
+    from 4,910 at 1 a field (refused: a long text field costs by its bytes)."""
+    fields = " ".join(f"a{i}: orderDetails" for i in range(48))
+    return f"# {nonce}\n{{ allOrders(first: {MAX_PAGE}) {{ {fields} }} }}"
+
+
+def long_text_page(nonce: str) -> str:
+    """A full page of orders with their details, as a client would ask: served."""
+    return f"# {nonce}\n{{ allOrders(first: {MAX_PAGE}) {{ id status orderDetails }} }}"
+
+
+def customer_orders_per_row(nonce: str) -> str:
+    """A page of customers, each one's latest order with its notifications and events: a
+    query per customer (refused: a customer's orders are not read a list at a time)."""
+    inner = "notifications { history { outcome } } events { type }"
+    return (
+        f"# {nonce}\n{{ customers(first: {MAX_PAGE}) {{ nodes {{ orders(first: 1) "
+        f"{{ nodes {{ {inner} }} }} }} }} }}"
+    )
+
+
+SIGNED_IN = frozenset(
+    {
+        "lookups_per_row",
+        "lookups_per_row_that_fit",
+        "long_text_aliases",
+        "long_text_page",
+        "customer_orders_per_row",
+    }
+)
 
 HOSTILE: dict[str, Callable[[str], str]] = {
     builder.__name__: builder
@@ -199,29 +229,35 @@ HOSTILE: dict[str, Callable[[str], str]] = {
         long_string,
         lookups_per_row,
         lookups_per_row_that_fit,
+        long_text_aliases,
+        long_text_page,
+        customer_orders_per_row,
     )
 }
 
 
-def time_hostile(post: Callable[[str, bool], tuple[int, float]], sends: int) -> dict[str, Any]:
+def time_hostile(post: Callable[[str, bool], tuple[int, float, int]], sends: int) -> dict[str, Any]:
     """Send each hostile document `sends` times, a new variant each time, through `post`
-    (a JSON body and whether to send it signed in; the answer's HTTP status and the seconds
-    it took out). Per document: its size, the statuses seen, the median and slowest answer;
-    and which was worst."""
+    (a JSON body and whether to send it signed in; the answer's HTTP status, the seconds it
+    took and its size out). Per document: its size, the statuses seen, the median and
+    slowest answer, the largest answer; and which was worst."""
     results: dict[str, Any] = {}
     for name, build in HOSTILE.items():
         statuses: set[int] = set()
         seconds: list[float] = []
+        answer = 0
         for _ in range(sends):
             query = build(uuid.uuid4().hex)
-            status, took = post(json.dumps({"query": query}), name in SIGNED_IN)
+            status, took, size = post(json.dumps({"query": query}), name in SIGNED_IN)
             statuses.add(status)
             seconds.append(took)
+            answer = max(answer, size)
         results[name] = {
             "bytes": len(query),
             "statuses": sorted(statuses),
             "median_ms": round(statistics.median(seconds) * 1000, 2),
             "max_ms": round(max(seconds) * 1000, 2),
+            "answer_bytes": answer,
         }
     worst = max(results, key=lambda name: results[name]["median_ms"])
     return {

@@ -876,12 +876,13 @@ class Bench:
         with data.connect(self.database_url) as connection:
             data.customers_with_an_order(connection, count=documents.ORDERS_OF_OTHERS)
 
-        def post(body: str, as_admin: bool) -> tuple[int, float]:
+        def post(body: str, as_admin: bool) -> tuple[int, float, int]:
             started = time.perf_counter()
-            status, _ = self._post(
+            status, answer = self._post(
                 self.web_port, "/graphql", body, signed_in if as_admin else headers
             )
-            return status, time.perf_counter() - started
+            took = time.perf_counter() - started
+            return status, took, len(json.dumps(answer, ensure_ascii=False).encode())
 
         with step(f"(f) {len(documents.HOSTILE)} hostile documents, {sends} times each"):
             results = documents.time_hostile(post, sends)

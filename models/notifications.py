@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 OUTBOX_KEY = "outbox"  # session.info key: notification ids to publish once committed
 SMS_LIMIT = 160
+MESSAGE_ID_LIMIT = 100  # the gateway's id for a message, as kept
 
 
 class NotificationKind(StrEnum):
@@ -112,7 +113,7 @@ class Notification(db.Model):
     claim: Mapped[int] = mapped_column(BigInteger, server_default="0")
     next_attempt_at: Mapped[Timestamp]
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    provider_message_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(MESSAGE_ID_LIMIT), unique=True)
     cost: Mapped[str | None] = mapped_column(String(32))
     last_error: Mapped[str | None] = mapped_column(Text)
     request_id: Mapped[str | None] = mapped_column(String(64))
@@ -151,7 +152,7 @@ class NotificationAttempt(db.Model):
     http_status: Mapped[int | None] = mapped_column(Integer)
     gateway_status_code: Mapped[int | None] = mapped_column(Integer)
     gateway_status: Mapped[str | None] = mapped_column(String(64))
-    provider_message_id: Mapped[str | None] = mapped_column(String(100))
+    provider_message_id: Mapped[str | None] = mapped_column(String(MESSAGE_ID_LIMIT))
     error: Mapped[str | None] = mapped_column(Text)
     raw_reply: Mapped[str | None] = mapped_column(Text)
 

@@ -52,6 +52,7 @@ from models.validation import (
     MAX_DETAILS,
     MAX_ITEM,
     MAX_QUANTITY,
+    MAX_SUBJECT,
     clean_currency,
     clean_money,
     clean_text,
@@ -101,7 +102,7 @@ class Order(db.Model):
     total: Mapped[Decimal] = mapped_column(Numeric(12, 2))
     currency: Mapped[str] = mapped_column(String(3), server_default="KES")
     status: Mapped[str] = mapped_column(String(16), server_default=OrderStatus.NEW.value)
-    created_by: Mapped[str] = mapped_column(String(255))
+    created_by: Mapped[str] = mapped_column(String(MAX_SUBJECT))
     created_at: Mapped[Timestamp]
     updated_at: Mapped[UpdatedTimestamp]
 
@@ -119,7 +120,7 @@ class OrderEvent(db.Model):
         UUID(as_uuid=True), ForeignKey("orders.id", ondelete="CASCADE")
     )
     type: Mapped[str] = mapped_column(String(32))
-    actor: Mapped[str] = mapped_column(String(255))
+    actor: Mapped[str] = mapped_column(String(MAX_SUBJECT))
     data: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     created_at: Mapped[Timestamp]
 
@@ -410,18 +411,19 @@ def purge_expired_idempotency_keys(session: Session, *, limit: int = 5000) -> in
     return result.rowcount  # type: ignore[attr-defined]
 
 
-def _order_id(value: object) -> uuid.UUID:
+def _order_id(value: object, field: str = "orderId") -> uuid.UUID:
     key = parse_uuid(value)
     if key is None:
-        raise DomainError.single("orderId", ErrorCode.INVALID, "orderId is not a valid order id")
+        raise DomainError.single(field, ErrorCode.INVALID, f"{field} is not a valid order id")
     return key
 
 
-def get_order(session: Session, *, actor: Actor, order_id: object) -> Order:
-    """The order with this id, if the actor may see it (else NOT_FOUND, never FORBIDDEN)."""
-    order = session.get(Order, _order_id(order_id))
+def get_order(session: Session, *, actor: Actor, order_id: object, field: str = "orderId") -> Order:
+    """The order with this id, if the actor may see it (else NOT_FOUND, never FORBIDDEN);
+    errors name `field`, the argument the client gave the id in."""
+    order = session.get(Order, _order_id(order_id, field))
     if order is None or not (actor.is_admin or order.customer_id == actor.customer_id):
-        raise DomainError.single("orderId", ErrorCode.NOT_FOUND, "order not found")
+        raise DomainError.single(field, ErrorCode.NOT_FOUND, "order not found")
     return order
 
 

@@ -47,6 +47,9 @@ from models.orders import Order
 from models.validation import normalize_phone, parse_uuid, sms_refusal
 
 RAW_REPLY_LIMIT = 1024
+# What is kept of why a try failed (an exception's text may be any length): clients read it
+# in `lastError` and `history`, and the cost of a document weighs it by this size.
+ERROR_LIMIT = 512
 INTERRUPTED_ERROR = (
     "the worker stopped before the gateway's reply reached it; the SMS may have gone out"
 )
@@ -286,7 +289,7 @@ def _parameters(settlements: Iterable[Settlement]) -> dict[str, list[Any]]:
         "message_ids": [s.reply.message_id for s in rows],
         "row_message_ids": [s.row_message_id for s in rows],
         "costs": [s.reply.cost for s in rows],
-        "errors": [s.row_error for s in rows],
+        "errors": [_first_bytes(s.row_error, ERROR_LIMIT) for s in rows],
         "raw_replies": [_first_bytes(s.reply.raw_reply, RAW_REPLY_LIMIT) for s in rows],
         "delays_ms": [int(s.retry_in.total_seconds() * 1000) if s.retry_in else 0 for s in rows],
     }

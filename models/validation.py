@@ -16,20 +16,28 @@ MAX_DETAILS = 2000
 MAX_CODE = 32
 MAX_EMAIL = 254
 MAX_ITEM = 200
+MAX_SUBJECT = 255  # a user's subject at the identity provider, as orders record it
 MAX_QUANTITY = 100_000
 MAX_AMOUNT = Decimal("1000000000")  # 10^9: above this a price is a typo, not an order
 CENT = Decimal("0.01")
 SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
+# The one way ids are written: 8-4-4-4-12 ASCII hex digits, in either case. Python's UUID
+# also reads braces, `urn:uuid:`, no hyphens, and other scripts' digits (full-width ones,
+# Arabic-Indic ones): ids no client was given, which must not find an order all the same.
+CANONICAL_UUID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+
+
 def parse_uuid(value: object) -> uuid.UUID | None:
-    """The UUID in `value`, or None when it is not one."""
+    """The UUID in `value` written as `CANONICAL_UUID`, or None when it is not one."""
     if isinstance(value, uuid.UUID):
         return value
-    try:
-        return uuid.UUID(str(value))
-    except (ValueError, TypeError, AttributeError):
+    if not isinstance(value, str) or not CANONICAL_UUID.fullmatch(value):
         return None
+    return uuid.UUID(value)
 
 
 def storable(value: str) -> bool:

@@ -183,10 +183,10 @@ def test_a_non_uuid_order_id_in_a_query_is_a_clear_bad_user_input(world, session
     [error] = body["errors"]
     assert error["extensions"] == {
         "code": "BAD_USER_INPUT",
-        "field": "orderId",
+        "field": "id",  # the argument the client gave it in
         "reason": "INVALID",
     }
-    assert error["message"] == "orderId is not a valid order id"
+    assert error["message"] == "id is not a valid order id"
     assert snapshot(session, world) == before
 
 

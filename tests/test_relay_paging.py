@@ -299,5 +299,6 @@ def test_last_costs_what_it_serves_as_first_does(admin, size):
     assert response.status_code == 400
     [error] = response.get_json()["errors"]
     assert error["extensions"]["code"] == "QUERY_TOO_COSTLY"
-    # Each alias: 10 + 100 x (1 + nodes (1 + 8 fields)) = 1,010; six: 6,060.
-    assert error["extensions"]["cost"]["requestedQueryCost"] == 6060
+    # Each alias: 10 + 100 x (1 + nodes (1 + 6 fields + lastError 12 + body 3)) = 2,310;
+    # six: 13,860.
+    assert error["extensions"]["cost"]["requestedQueryCost"] == 13860

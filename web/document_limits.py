@@ -40,7 +40,10 @@ from graphql import (
     value_from_ast_untyped,
 )
 
+from models.notifications import MESSAGE_ID_LIMIT, SMS_LIMIT
 from models.pagination import DEFAULT_PAGE, MAX_PAGE
+from models.sending import ERROR_LIMIT
+from models.validation import MAX_DETAILS, MAX_EMAIL, MAX_ITEM, MAX_NAME, MAX_SUBJECT
 
 # The arguments by which a field returns a page of rows: the field costs once per row.
 PAGE_SIZE_ARGUMENTS = frozenset({"first", "last"})
@@ -60,6 +63,32 @@ DATABASE_FIELDS = frozenset(
     }
 )
 DATABASE_WEIGHT = 10
+# A customer's orders are the one per-row read not made a list at a time: each row of the
+# list above it sends a query of its own (100 customers, 100 queries), so each costs as much.
+PER_ROW_QUERY_WEIGHT = 40
+PER_ROW_QUERIES = frozenset({("Customer", "orders")})
+# A field read from a row costs 1, which stands for up to this many bytes of the answer. A
+# text field that may be longer costs a point for each of these in its longest value: 48
+# aliases of `orderDetails` (2,000 characters) over 100 orders cost 4,910 at 1 a field and
+# answered 38 MB.
+BYTES_A_POINT = 256
+# The most bytes each long text field takes in an answer: 4 a character (UTF-8) for text
+# cleaned of control characters, 6 (a \u escape) for text from the gateway or an exception.
+LONG_TEXT_BYTES = {
+    ("Order", "orderDetails"): 4 * MAX_DETAILS,
+    ("Order", "item"): 4 * MAX_ITEM,
+    ("Order", "createdBy"): 4 * MAX_SUBJECT,
+    ("OrderEvent", "actor"): 4 * MAX_SUBJECT,
+    ("OrderEvent", "data"): 4 * (MAX_DETAILS + 16),  # {"reason": "..."}, a cancel's reason
+    ("Customer", "name"): 4 * MAX_NAME,
+    ("Customer", "email"): 4 * MAX_EMAIL,
+    ("Notification", "body"): 4 * SMS_LIMIT,
+    ("Notification", "lastError"): 6 * ERROR_LIMIT,
+    ("Notification", "providerMessageId"): 6 * MESSAGE_ID_LIMIT,
+    ("NotificationAttempt", "error"): 6 * ERROR_LIMIT,
+    ("NotificationAttempt", "providerMessageId"): 6 * MESSAGE_ID_LIMIT,
+}
+FIELD_POINTS = {key: -(-size // BYTES_A_POINT) for key, size in LONG_TEXT_BYTES.items()}
 OPENING = frozenset({TokenKind.BRACE_L, TokenKind.BRACKET_L})
 CLOSING = frozenset({TokenKind.BRACE_R, TokenKind.BRACKET_R})
 
@@ -229,10 +258,12 @@ def cost(
     operation: OperationDefinitionNode,
     variables: Mapping[str, Any],
 ) -> int:
-    """What `operation` costs with these variables: each field 1, times the page size of
-    every list above it and of its own, the page size being the one its resolver will use;
-    a field that asks the database (`DATABASE_FIELDS`, root fields) `DATABASE_WEIGHT` more,
-    times the page size of every list above it (once per run of its resolver, not per row)."""
+    """What `operation` costs with these variables: each field 1 (a long text field its
+    `FIELD_POINTS`), times the page size of every list above it and of its own, the page
+    size being the one its resolver will use; a field that asks the database
+    (`DATABASE_FIELDS`, root fields) `DATABASE_WEIGHT` more (`PER_ROW_QUERY_WEIGHT` for one
+    whose reads are not batched), times the page size of every list above it (once per run
+    of its resolver, not per row)."""
     given = dict(variables)
     for definition in operation.variable_definitions or ():
         name = definition.variable.name.value
@@ -293,8 +324,14 @@ class _CostWalk:
             given = [size for size in sizes if size is not None]
             times = max(given) if given else _as_page_size(omitted)
         inner = self.selections(node.selection_set, get_named_type(field.type))
-        asks = parent in self.roots or (parent.name, node.name.value) in DATABASE_FIELDS
-        return (DATABASE_WEIGHT if asks else 0) + times * (1 + inner)
+        key = (parent.name, node.name.value)
+        if key in PER_ROW_QUERIES:
+            asking = PER_ROW_QUERY_WEIGHT
+        elif parent in self.roots or key in DATABASE_FIELDS:
+            asking = DATABASE_WEIGHT
+        else:
+            asking = 0
+        return asking + times * (FIELD_POINTS.get(key, 1) + inner)
 
     def page_size(self, value: ValueNode) -> int | None:
         """The rows a page-size argument asks for; None when it is omitted (a variable that

@@ -10,6 +10,11 @@ per process shuts the reading side of a socket whose request is not in by its de
 read ends early and the thread is free again. The app bounds the body (`init_app`), gunicorn's
 worker the headers (web/gunicorn_worker.py).
 
+A chunked body declares no length, and werkzeug reads one only up to MAX_CONTENT_LENGTH and
+stops there without a word: the first 64 KiB of a longer body ran as if they were all of it.
+Such a body is read here to one byte past the limit, and refused with 413 when that byte
+comes.
+
 This bounds what each slow client costs, not how many there are: production should sit
 behind a proxy that reads whole requests before it passes them on, such as an Ingress
 controller (README, Processes).
@@ -17,6 +22,7 @@ controller (README, Processes).
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import threading
@@ -25,8 +31,9 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
-from flask import Flask, request
-from werkzeug.exceptions import HTTPException, RequestTimeout
+from flask import Flask, Response, current_app, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge, RequestTimeout
+from werkzeug.wsgi import LimitedStream
 
 # Plenty for a request's 8 KiB of headers, or the 64 KiB its body may have (MAX_BODY_BYTES),
 # over a slow mobile link.
@@ -102,17 +109,43 @@ class Watchdog:
                     first.sock.shutdown(socket.SHUT_RD)
 
 
+def _read_chunked_body() -> None:
+    """Read a chunked body to one byte past MAX_CONTENT_LENGTH (RequestEntityTooLarge when
+    it has that byte), and leave what was read for the view to read again."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    # As a maximum, the stream takes an empty read for the body's end; a client gone is
+    # ClientDisconnected, as werkzeug's own reads make it.
+    body = LimitedStream(request.environ["wsgi.input"], limit + 1, is_max=True).read()
+    if len(body) > limit:
+        raise RequestEntityTooLarge(f"The request body is over {limit:,} bytes.")
+    request.environ["wsgi.input"] = io.BytesIO(body)
+
+
+def _close_after_refusing_the_body(response: Response) -> Response:
+    # What is left of a body refused unread would be taken for the next request.
+    if response.status_code == RequestEntityTooLarge.code:
+        response.headers["Connection"] = "close"
+    return response
+
+
 def init_app(app: Flask, seconds: float = BODY_SECONDS) -> None:
-    """Read each request's body, under gunicorn, before the view runs, within `seconds`."""
+    """Read each request's body, under gunicorn, before the view runs, within `seconds`;
+    under any server, refuse a chunked body over the limit."""
     watchdog = Watchdog(seconds)
 
     def read_body_in_time() -> None:
         sock = request.environ.get("gunicorn.socket")
         chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-        if sock is None or not (request.content_length or chunked):
-            return  # no body, or a server (the tests' client) that is not gunicorn
+        if not (request.content_length or chunked):
+            return  # no body
+        if sock is None:  # a server (the tests' client) that is not gunicorn
+            if chunked:
+                _read_chunked_body()
+            return
         with watchdog.watch(sock) as watch:
             try:
+                if chunked:
+                    _read_chunked_body()
                 # Kept: the view's get_data() and Flask's form parsing take it from here.
                 body: bytes | None = request.get_data(cache=True)
             except (HTTPException, OSError):
@@ -126,3 +159,4 @@ def init_app(app: Flask, seconds: float = BODY_SECONDS) -> None:
             raise RequestTimeout(f"The request body did not arrive within {seconds:g} s.")
 
     app.before_request(read_body_in_time)
+    app.after_request(_close_after_refusing_the_body)

@@ -2,7 +2,9 @@
 are not 0-9. The notification list answers FORBIDDEN (not a "bad input" the caller could
 fix); a Decimal is ASCII digits only: Python reads Arabic-Indic (٣) and full-width
 digits as numbers, but no client means them as money and a person reading the order would
-not. Production mode, real PostgreSQL and Redis, tokens of the development identity provider.
+not. Nor is a price written otherwise than JSON writes a number (spaces around, a plus,
+`.5`, `5.`): one amount, one way to write it. Either refusal carries BAD_USER_INPUT.
+Production mode, real PostgreSQL and Redis, tokens of the development identity provider.
 """
 
 from __future__ import annotations
@@ -62,6 +64,12 @@ NOT_ASCII_DIGITS = {
     "a non-breaking space around": "\u00a0300\u00a0",
     "NaN": "NaN",
     "Infinity": "-Infinity",
+    # ASCII digits, written otherwise than JSON writes a number.
+    "spaces around": " 12.5 ",
+    "a plus": "+7",
+    "no digit before the point": ".5",
+    "no digit after the point": "5.",
+    "leading zeros": "007",
 }
 
 
@@ -79,13 +87,20 @@ def test_a_price_in_other_digits_is_refused_naming_the_field(callers, session, p
         assert not (body.get("data") or {}).get("createOrder"), body
         [error] = body["errors"]
         assert "is not a decimal number: write it with the digits 0-9" in error["message"]
+        assert error["extensions"] == {"code": "BAD_USER_INPUT"}
     assert "at 'input.price'" in as_variable.get_json()["errors"][0]["message"]
     assert row_counts(session) == before
 
 
 @pytest.mark.parametrize(
     ("price", "amount"),
-    [("300", "300.00"), (" 12.5 ", "12.50"), ("+7", "7.00"), (".5", "0.50"), ("1E2", "100.00")],
+    [
+        ("300", "300.00"),
+        ("12.5", "12.50"),
+        ("0.5", "0.50"),
+        ("1200.50", "1200.50"),
+        ("1E2", "100.00"),
+    ],
 )
 def test_a_price_in_ascii_digits_is_taken(callers, price, amount):
     result = callers["jane"].execute(CREATE, {"input": {"price": price}})["createOrder"]

@@ -11,9 +11,9 @@ from tests.factories import CustomerFactory, OrderFactory, row_counts
 
 def nested(size: str, aliases: int = 5) -> str:
     """Lists of lists, each sized by `size` (empty: no argument). Each alias costs
-    allOrders 10 + 20 x (1 + customer (10 + 1 + orders (10 + 20 x (1 + nodes (1 + id)))))
-    = 1,650 at 20 rows a page (a field that asks the database costs 10 more each time it
-    runs); five of them cost 8,250, over the limit of 5,000."""
+    allOrders 10 + 20 x (1 + customer (10 + 1 + orders (40 + 20 x (1 + nodes (1 + id)))))
+    = 2,250 at 20 rows a page (a field that asks the database costs 10 more each time it
+    runs, a customer's orders 40); five of them cost 11,250, over the limit of 5,000."""
     argument = f"(first: {size})" if size else ""
     return " ".join(
         f"a{n}: allOrders{argument} {{ customer {{ orders{argument} {{ nodes {{ id }} }} }} }}"
@@ -52,7 +52,7 @@ def test_a_null_or_omitted_page_size_costs_the_default_page(prod, session, docum
 
     error = cost_refusal(prod.post(document, variables))
 
-    assert error["extensions"]["cost"] == {"requestedQueryCost": 8250, "maximumAvailable": 5000}
+    assert error["extensions"]["cost"] == {"requestedQueryCost": 11250, "maximumAvailable": 5000}
     assert row_counts(session) == before
 
 
@@ -61,7 +61,7 @@ def test_leaving_first_out_costs_the_same_as_null(prod):
 
     error = cost_refusal(prod.post(document))
 
-    assert error["extensions"]["cost"]["requestedQueryCost"] == 8250
+    assert error["extensions"]["cost"]["requestedQueryCost"] == 11250
 
 
 def test_null_is_costed_at_what_the_resolver_serves(prod):
@@ -75,7 +75,7 @@ def test_null_is_costed_at_what_the_resolver_serves(prod):
 
 
 def test_the_same_document_within_the_limit_is_served(prod):
-    response = prod.post("{ " + nested("null", aliases=3) + " }")  # 4,950
+    response = prod.post("{ " + nested("null", aliases=2) + " }")  # 4,500
 
     assert response.status_code == 200
     assert "errors" not in response.get_json()
@@ -87,5 +87,6 @@ def test_every_list_with_a_page_size_counts_the_notifications_too(prod):
 
     error = cost_refusal(prod.post("{ " + aliases + " }"))
 
-    # Each alias: 10 + 100 x (1 + nodes (1 + 8 fields)) = 1,010; six: 6,060.
-    assert error["extensions"]["cost"]["requestedQueryCost"] == 6060
+    # Each alias: 10 + 100 x (1 + nodes (1 + 6 fields + lastError 12 + body 3)) = 2,310;
+    # six: 13,860.
+    assert error["extensions"]["cost"]["requestedQueryCost"] == 13860

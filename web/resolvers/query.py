@@ -60,7 +60,7 @@ def resolve_customers(_, info: GraphQLResolveInfo, **paging):
 
 @query_type.field("order")
 def resolve_order(_, info: GraphQLResolveInfo, id: str):
-    return query(orders.get_order, info, order_id=id)
+    return query(orders.get_order, info, order_id=id, field="id")
 
 
 # The lists' filters and paging arguments (`status`, `statusIn`, `first`, `after`, and on
