@@ -154,4 +154,5 @@ def test_the_flower_app_procfile_runs_flower_on_port():
     processes = procfile(FLOWER_PROCFILE)
 
     # No --port, no --address: Flower takes PORT and every interface, where the router comes.
-    assert processes == {"web": "python -m worker.flower"}
+    # Production unless told otherwise, as the service's own Procfile lines.
+    assert processes == {"web": 'env APP_ENV="${APP_ENV:-production}" python -m worker.flower'}
