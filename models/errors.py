@@ -7,13 +7,15 @@ from enum import StrEnum
 
 
 class ErrorCode(StrEnum):
+    """Why a domain operation refused a change (a mutation's fieldErrors). A caller without a
+    token never reaches one: that is the request's UNAUTHENTICATED error, not a field's."""
+
     NOT_FOUND = "NOT_FOUND"
     INVALID = "INVALID"
     INVALID_STATE = "INVALID_STATE"
     DUPLICATE = "DUPLICATE"
     FORBIDDEN = "FORBIDDEN"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
-    UNAUTHENTICATED = "UNAUTHENTICATED"
 
 
 @dataclass(frozen=True)

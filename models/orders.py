@@ -474,8 +474,11 @@ def _transition(
     data: dict[str, Any],
     notify: NotificationKind,
     company: str,
+    admins_also_from: tuple[OrderStatus, ...] = (),
 ) -> Order:
     key = _order_id(order_id)
+    if actor.is_admin:
+        allowed_from += admins_also_from
     allowed = [status.value for status in allowed_from]
     if actor.is_admin:
         moved = session.scalars(
@@ -494,11 +497,14 @@ def _transition(
     order = moved.one_or_none()
     if order is None:
         current = get_order(session, actor=actor, order_id=key)
+        # A customer refused what an admin may do is told whom to ask.
+        rule = (
+            f"a {current.status} order is {to.lower()} by an admin"
+            if current.status in admins_also_from and not actor.is_admin
+            else f"only a {' or '.join(allowed_from)} order can be {to.lower()}"
+        )
         raise DomainError.single(
-            "orderId",
-            ErrorCode.INVALID_STATE,
-            f"order is {current.status}; "
-            f"only a {' or '.join(allowed_from)} order can be {to.lower()}",
+            "orderId", ErrorCode.INVALID_STATE, f"order is {current.status}; {rule}"
         )
     change = _change_parameters(
         session,
@@ -550,12 +556,12 @@ def cancel_order(
     errors = ErrorCollector()
     reason = clean_text(errors, "reason", reason, limit=MAX_DETAILS)
     errors.raise_if_any()
-    allowed = (OrderStatus.NEW, OrderStatus.CONFIRMED) if actor.is_admin else (OrderStatus.NEW,)
     return _transition(
         session,
         actor=actor,
         order_id=order_id,
-        allowed_from=allowed,
+        allowed_from=(OrderStatus.NEW,),
+        admins_also_from=(OrderStatus.CONFIRMED,),
         to=OrderStatus.CANCELLED,
         event=OrderEventType.CANCELLED,
         data={"reason": reason} if reason else {},

@@ -4,6 +4,7 @@ with no data, no token gets UNAUTHENTICATED, and the key cache spares the provid
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import socket
 import threading
@@ -27,6 +28,7 @@ from web.tokens import FETCH_TIMEOUT_SECONDS, JWKS_TTL_SECONDS, JWKSCache
 JANE_SUB = "2c95d280-3560-4991-af5d-d592b6982eb4"
 ME = "{ me { id } }"
 CHALLENGE = 'Bearer error="invalid_token"'
+MODERN = "application/graphql-response+json"
 
 
 def b64(value: Any) -> str:
@@ -43,9 +45,16 @@ def post(app: Flask, token: str | None, query: str = ME, variables: dict | None 
 def assert_refused(response) -> None:
     assert response.status_code == 401, response.get_data(as_text=True)
     assert response.headers["WWW-Authenticate"] == CHALLENGE
-    body = response.get_json()
-    assert "data" not in body
-    assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    # In the media type the client prefers (the test client's Accept prefers the new one).
+    assert response.headers["Content-Type"] == f"{MODERN}; charset=utf-8"
+    assert response.get_json() == {
+        "errors": [
+            {
+                "message": "The access token is invalid or expired.",
+                "extensions": {"code": "UNAUTHENTICATED"},
+            }
+        ]
+    }
 
 
 def assert_accepted(response) -> None:
@@ -222,14 +231,185 @@ def test_unusable_authorization_header_is_refused(verifying_app, header):
     assert_refused(response)
 
 
-def test_invalid_token_is_refused_even_for_login(verifying_app, idp):
-    response = post(
-        verifying_app,
-        idp.sign(_claims(idp, aud="account")),
-        'mutation { login(input: {username: "jane", password: "jane"}) { success } }',
+# -- a refused token and the fields that need none ----------------------------------------------
+
+LOGIN = 'mutation { login(input: {username: "jane", password: "jane"}) { success accessToken } }'
+REFRESH = (
+    "mutation($t: String!) { refreshToken(input: {refreshToken: $t}) { success accessToken } }"
+)
+
+
+def _expired(idp: DevIdentityProvider, **claims: Any) -> str:
+    """An access token of jane's that expired a minute ago, past the leeway."""
+    return idp.sign(_claims(idp, exp=_now() - 60, iat=_now() - 360, **claims))
+
+
+def test_an_expired_token_does_not_stop_its_own_refresh(verifying_app, idp, session):
+    # A client that sends its token with every request, as Apollo Client's link does.
+    refresh = idp.issue_tokens("jane")["refresh_token"]
+
+    response = post(verifying_app, _expired(idp), REFRESH, {"t": refresh})
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+    renewed = response.get_json()["data"]["refreshToken"]
+    assert renewed["success"] is True
+    assert_accepted(post(verifying_app, renewed["accessToken"]))
+
+
+@pytest.mark.parametrize(
+    "case", ["expired-beyond-leeway", "aud-only-account", "alg-none", "malformed-one-segment"]
+)
+def test_a_refused_token_does_not_stop_a_login(verifying_app, idp, foreign_key, session, case):
+    response = post(verifying_app, HOSTILE[case](idp, foreign_key), LOGIN)
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.get_json()["data"]["login"]["success"] is True
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "mutation($t: String!) { ...Refresh } "
+        "fragment Refresh on Mutation { refreshToken(input: {refreshToken: $t}) { success } }",
+        "mutation($t: String!) { __typename ... on Mutation { "
+        "refreshToken(input: {refreshToken: $t}) { success } } }",
+        'query Type { __typename } mutation Other { logout(refreshToken: "x") { success } }',
+        "mutation($t: String!) { ...Refresh ...Refresh } "
+        "fragment Refresh on Mutation { refreshToken(input: {refreshToken: $t}) { success } }",
+    ],
+    ids=["fragment", "inline-fragment", "named-among-others", "fragment-twice"],
+)
+def test_a_refused_token_does_not_stop_an_operation_of_tokenless_fields(
+    verifying_app, idp, session, query
+):
+    refresh = idp.issue_tokens("jane")["refresh_token"]
+    body = {"query": query, "variables": {"t": refresh}}
+    if "query Type" in query:
+        body["operationName"] = "Type"
+
+    response = verifying_app.test_client().post(
+        "/graphql", json=body, headers={"Authorization": f"Bearer {_expired(idp)}"}
+    )
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert "errors" not in response.get_json()
+
+
+def test_an_expired_token_does_not_stop_a_refresh_by_persisted_query(verifying_app, idp, session):
+    # Apollo's persisted-query link sends the hash alone first, then hash and document.
+    document = f"# {uuid.uuid4().hex}\n{REFRESH}"
+    extensions = {
+        "persistedQuery": {
+            "version": 1,
+            "sha256Hash": hashlib.sha256(document.encode()).hexdigest(),
+        }
+    }
+    variables = {"t": idp.issue_tokens("jane")["refresh_token"]}
+    client = verifying_app.test_client()
+    headers = {"Authorization": f"Bearer {_expired(idp)}", "Accept": "application/json"}
+
+    by_hash = client.post(
+        "/graphql", json={"extensions": extensions, "variables": variables}, headers=headers
+    )
+    in_full = client.post(
+        "/graphql",
+        json={"query": document, "extensions": extensions, "variables": variables},
+        headers=headers,
+    )
+
+    assert by_hash.status_code == 200
+    [asked] = by_hash.get_json()["errors"]
+    assert asked["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND"
+    assert in_full.status_code == 200
+    assert in_full.get_json()["data"]["refreshToken"]["success"] is True
+
+
+def test_a_refused_token_is_ignored_never_trusted(verifying_app, idp, admin):
+    stranger = str(uuid.uuid4())
+    token = _expired(idp, sub=stranger)
+
+    signed_in = post(verifying_app, token, LOGIN).get_json()["data"]["login"]
+    introduced = post(verifying_app, token, "{ __typename }").get_json()
+
+    assert signed_in["success"] is True
+    assert introduced == {"data": {"__typename": "Query"}}
+    # Nobody became the token's subject: it named no one.
+    found = admin.execute("query($id: ID!) { customer(id: $id) { id } }", {"id": stranger})
+    assert found["customer"] is None
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        ME,
+        "{ __typename me { id } }",
+        'mutation { login(input: {username: "jane", password: "jane"}) { success } '
+        'logout(refreshToken: "x") { success } }',
+        'mutation { refreshToken(input: {refreshToken: "x"}) { success } '
+        "createOrder(input: {price: 10}) { success } }",
+        'mutation { ...Out } fragment Out on Mutation { logout(refreshToken: "x") { success } }',
+        "query A { __typename } query B { me { id } }",
+        "{",
+        "mutation { ...Nowhere }",
+    ],
+    ids=[
+        "me",
+        "typename-and-me",
+        "login-and-logout",
+        "refresh-and-create",
+        "fragment-with-logout",
+        "no-operation-named",
+        "syntax-error",
+        "unknown-fragment",
+    ],
+)
+def test_a_refused_token_stops_every_other_request(verifying_app, idp, query):
+    assert_refused(post(verifying_app, _expired(idp), query))
+
+
+def test_a_refused_token_gets_no_graphiql_page(verifying_app, idp):
+    response = verifying_app.test_client().get(
+        "/graphql", headers={"Accept": "text/html", "Authorization": f"Bearer {_expired(idp)}"}
+    )
+
+    assert response.status_code == 401
+    assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert response.headers["WWW-Authenticate"] == CHALLENGE
+
+
+def test_a_refused_token_stops_a_request_that_is_no_graphql_request(verifying_app, idp):
+    response = verifying_app.test_client().post(
+        "/graphql",
+        data="{ me { id } }",
+        content_type="text/plain",
+        headers={"Authorization": f"Bearer {_expired(idp)}"},
     )
 
     assert_refused(response)
+
+
+@pytest.mark.parametrize(
+    ("accept", "media"),
+    [
+        (f"{MODERN}, application/json", MODERN),
+        ("application/json", "application/json"),
+        (None, "application/json"),
+        ("text/html", "application/json"),  # takes neither: the 401 still says why
+    ],
+)
+def test_the_401_is_a_graphql_error_in_the_media_type_negotiated(verifying_app, accept, media):
+    client = verifying_app.test_client()
+    if accept is None:
+        client.environ_base.pop("HTTP_ACCEPT")
+    headers = {"Authorization": "Bearer junk", **({"Accept": accept} if accept else {})}
+
+    response = client.post("/graphql", json={"query": ME}, headers=headers)
+
+    assert response.status_code == 401
+    assert response.headers["Content-Type"] == f"{media}; charset=utf-8"
+    assert response.headers["WWW-Authenticate"] == CHALLENGE
+    [error] = response.get_json()["errors"]
+    assert error["extensions"] == {"code": "UNAUTHENTICATED"}
 
 
 def test_refused_token_creates_no_customer(verifying_app, idp, admin):

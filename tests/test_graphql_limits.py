@@ -322,8 +322,30 @@ def raw_post(client: GraphQLClient, data: str | bytes, content_type: str):
             415,
             "Send the request as JSON (Content-Type: application/json).",
         ),
+        (
+            "{ me { id } }",
+            "application/graphql",
+            415,
+            "Send the request as JSON (Content-Type: application/json).",
+        ),
+        (
+            '--b\r\nContent-Disposition: form-data; name="query"\r\n\r\n{ me { id } }\r\n--b--\r\n',
+            "multipart/form-data; boundary=b",
+            415,
+            "Send the request as JSON (Content-Type: application/json).",
+        ),
     ],
-    ids=["batch", "invalid-json", "not-utf8", "query-not-string", "bare-string", "text", "form"],
+    ids=[
+        "batch",
+        "invalid-json",
+        "not-utf8",
+        "query-not-string",
+        "bare-string",
+        "text",
+        "form",
+        "graphql-document",
+        "multipart-form",
+    ],
 )
 def test_protocol_errors(prod, session, data, content_type, status, message):
     before = row_counts(session)

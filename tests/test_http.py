@@ -29,7 +29,7 @@ REQUEST_ERRORS = {
     "validation": ({"query": "{ nope }"}, "GRAPHQL_VALIDATION_FAILED"),
     "coercion": (
         {"query": "query($id: ID!) { order(id: $id) { id } }", "variables": {"id": None}},
-        None,
+        "BAD_USER_INPUT",
     ),
     "limit": (
         {
@@ -38,7 +38,10 @@ REQUEST_ERRORS = {
         },
         "QUERY_TOO_DEEP",
     ),
-    "operation": ({"query": "query A { me { id } }", "operationName": "B"}, None),
+    "operation": (
+        {"query": "query A { me { id } }", "operationName": "B"},
+        "OPERATION_RESOLUTION_FAILURE",
+    ),
 }
 
 
@@ -81,19 +84,18 @@ def test_a_request_error_is_200_to_a_client_that_takes_only_json(client, legacy,
     assert response.headers["Content-Type"] == "application/json; charset=utf-8"
     answer = response.get_json()
     assert "data" not in answer
-    assert answer["errors"]
-    if code and code.startswith("QUERY_"):
-        assert codes_of(answer) == [code]
+    assert codes_of(answer) == [code]
 
 
 @pytest.mark.parametrize("case", REQUEST_ERRORS, ids=str)
 def test_a_request_error_is_400_in_the_graphql_response_media_type(client, case):
-    body, _ = REQUEST_ERRORS[case]
+    body, code = REQUEST_ERRORS[case]
     response = client.post("/graphql", json=body, headers={"Accept": MODERN})
 
     assert response.status_code == 400
     assert response.headers["Content-Type"] == f"{MODERN}; charset=utf-8"
     assert "data" not in response.get_json()
+    assert codes_of(response.get_json()) == [code]
 
 
 @pytest.mark.parametrize("accept", [JSON, MODERN])
@@ -307,9 +309,9 @@ def test_the_sdl_is_not_published_when_the_setting_is_off(make_app):
 # -- CORS ------------------------------------------------------------------------------------
 
 
-def preflight(client, origin: str, method: str = "POST"):
+def preflight(client, origin: str, method: str = "POST", path: str = "/graphql"):
     return client.options(
-        "/graphql",
+        path,
         headers={
             "Origin": origin,
             "Access-Control-Request-Method": method,
@@ -329,10 +331,19 @@ def shop_app(make_app) -> Flask:
     return make_app(env="production", secret_key="x" * 40, cors_origins=(SHOP,))
 
 
+def varies_on(response) -> set[str]:
+    """The request headers `response` varies on, from its one Vary header."""
+    [vary] = response.headers.getlist("Vary")
+    return {name.strip().lower() for name in vary.split(",")}
+
+
 def test_a_preflight_from_an_allowed_origin_is_answered(shop_app):
     response = preflight(shop_app.test_client(), SHOP)
 
-    assert response.status_code == 200
+    assert response.status_code == 204
+    assert "Content-Type" not in response.headers
+    assert response.get_data() == b""
+    assert "origin" in varies_on(response)
     headers = cors_headers(response)
     assert headers["Access-Control-Allow-Origin"] == SHOP
     allowed = {name.strip().lower() for name in headers["Access-Control-Allow-Headers"].split(",")}
@@ -367,11 +378,27 @@ def test_another_origin_gets_no_cors_headers(shop_app, origin, session):
     assert cors_headers(answer) == {}
 
 
+@pytest.mark.parametrize("origin", ["https://evil.example.com", None])
+def test_any_other_preflight_is_answered_with_no_content_and_no_cors_headers(shop_app, origin):
+    client = shop_app.test_client()
+    response = preflight(client, origin) if origin else client.options("/graphql")
+
+    assert response.status_code == 204
+    assert "Content-Type" not in response.headers
+    assert response.get_data() == b""
+    assert cors_headers(response) == {}
+    # A cache may keep a preflight's answer: the allowed origin's must not be served here.
+    assert "origin" in varies_on(response)
+
+
 def test_production_allows_no_origin_unless_told(production_app):
     client = production_app.test_client()
 
     assert cors_headers(preflight(client, "http://localhost:3000")) == {}
-    assert cors_headers(preflight(client, SHOP)) == {}
+    answer = preflight(client, SHOP)
+    assert cors_headers(answer) == {}
+    assert answer.status_code == 204
+    assert "Content-Type" not in answer.headers
 
 
 @pytest.mark.parametrize(
@@ -389,6 +416,35 @@ def test_development_allows_pages_served_from_this_machine(app, origin, allowed)
     headers = cors_headers(preflight(app.test_client(), origin))
 
     assert (headers.get("Access-Control-Allow-Origin") == origin) is allowed
+
+
+@pytest.mark.parametrize("origin", [SHOP, "https://evil.example.com", None])
+def test_the_sdl_varies_on_origin_for_the_caches_that_keep_it(shop_app, origin):
+    headers = {"Origin": origin} if origin else {}
+    response = shop_app.test_client().get("/graphql/schema.graphql", headers=headers)
+
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "public, no-cache"
+    # Only the shop's page may read it: a shared cache must not give the shop's answer, with
+    # its Access-Control-Allow-Origin, to another page, nor another's to the shop.
+    assert ("Access-Control-Allow-Origin" in response.headers) is (origin == SHOP)
+    assert "origin" in varies_on(response)
+
+
+def test_a_cacheable_get_names_each_header_it_varies_on_once(shop_app):
+    response = shop_app.test_client().get(
+        "/graphql", query_string={"query": "{ __typename }"}, headers={"Origin": SHOP}
+    )
+
+    assert response.headers["Cache-Control"] == "public, max-age=60"
+    assert response.headers["Access-Control-Allow-Origin"] == SHOP
+    assert varies_on(response) == {"accept", "authorization", "origin"}
+
+
+def test_a_preflight_to_no_such_path_is_still_not_found(shop_app):
+    response = preflight(shop_app.test_client(), SHOP, path="/graphql/nowhere")
+
+    assert response.status_code == 404
 
 
 def test_cors_covers_the_endpoint_only(shop_app):

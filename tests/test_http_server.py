@@ -136,7 +136,9 @@ def test_a_browser_on_the_allowed_origin_may_send_its_token(server, idp):
         timeout=10,
     )
 
-    assert answer.status_code == 200
+    assert answer.status_code == 204
+    assert "Content-Type" not in answer.headers
+    assert answer.headers["Vary"] == "Origin"
     assert answer.headers["Access-Control-Allow-Origin"] == SHOP
     assert "authorization" in answer.headers["Access-Control-Allow-Headers"].lower()
     assert "POST" in answer.headers["Access-Control-Allow-Methods"]
@@ -156,3 +158,4 @@ def test_the_production_server_publishes_its_sdl(server):
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
     assert response.text == (ROOT / "schema.graphql").read_text()
+    assert response.headers["Vary"] == "Origin"

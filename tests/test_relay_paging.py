@@ -181,6 +181,26 @@ def test_after_and_before_together_page_the_rows_between(admin, session, dataset
     assert backward["pageInfo"]["hasPreviousPage"] is True
 
 
+def test_a_cursor_on_the_far_side_bounds_the_flag_of_the_pages_own_direction(
+    admin, session, dataset
+):
+    # As the spec defines it (and the README says): the flag of the direction a page is read
+    # in counts the rows between the page and the far cursor, never those beyond that cursor.
+    expected = newest_first(session, Order)
+    edges = page(admin, "orders", dataset, first=100)["edges"]
+    cursor = edges[5]["cursor"]
+
+    backward = page(admin, "orders", dataset, last=100, after=cursor)
+    forward = page(admin, "orders", dataset, first=100, before=cursor)
+
+    assert node_ids(backward) == expected[6:]
+    assert backward["pageInfo"]["hasPreviousPage"] is False  # though six rows sit before it
+    assert backward["pageInfo"]["hasNextPage"] is False  # no `before`: the list ends here
+    assert node_ids(forward) == expected[:5]
+    assert forward["pageInfo"]["hasNextPage"] is False  # though rows sit after the cursor
+    assert forward["pageInfo"]["hasPreviousPage"] is False  # no `after`: the list starts here
+
+
 def test_edge_cursors_are_the_nodes_own_cursors(admin, dataset):
     connection = admin.execute("{ orders(last: 5) { edges { cursor node { cursor } } } }")
 

@@ -28,6 +28,8 @@ from tests.factories import JANE_SUB, CustomerFactory, OrderFactory
 from tests.test_design_operations import CONFIRM_ORDER, CREATE_ORDER, MY_ORDERS
 from web.graphql import SCHEMA_PATH
 
+ROOT = SCHEMA_PATH.parent
+
 # Each deprecated element, where it is, and what replaces it (as the reason names it).
 DEPRECATED = {
     "Order.totalPrice": "Use `total`.",
@@ -151,6 +153,19 @@ def test_shared_enums_hold_the_values_of_models(sdl, name):
 
 def test_field_error_codes_are_an_enum(sdl):
     assert str(sdl.get_type("FieldError").fields["code"].type) == "ErrorCode!"
+
+
+def test_every_field_error_code_is_one_the_service_gives(sdl):
+    # A code nothing produces sends clients looking for a case that never comes (a missing
+    # token is a top-level UNAUTHENTICATED error, never a field error).
+    sources = " ".join(
+        path.read_text()
+        for folder in ("models", "web")
+        for path in ROOT.joinpath(folder).rglob("*.py")
+    )
+    given = set(re.findall(r"ErrorCode\.([A-Z_]+)", sources))
+
+    assert set(sdl.get_type("ErrorCode").values) == given
 
 
 def test_introspection_shows_what_is_deprecated_and_why(jane):

@@ -1,18 +1,33 @@
 """Who is calling: the bearer token checked locally, the caller's customer found or created.
 
 The result is `g.actor` (None without a token), the one place resolvers learn the caller from.
+A token that fails its checks (expired, say) is never trusted: the request is answered 401,
+unless its operation selects only fields that need no token (`login`, `refreshToken`), which
+then run as for a stranger. A client that sends its token with every request can so still
+trade its refresh token for a new one once the access token expired.
 """
 
 from __future__ import annotations
 
 import logging
 
-from flask import Flask, current_app, g, jsonify, request
+from flask import Flask, Response, current_app, g, request
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    InlineFragmentNode,
+    OperationType,
+    SelectionSetNode,
+    get_operation_ast,
+)
 
 from models.actors import Actor
 from models.customers import provision_customer
 from models.db import db, has_written
 from models.validation import storable
+from web import graphql_http as http
 from web.config import Settings
 from web.identity import IdentityProvider
 from web.logs import subject_var
@@ -26,6 +41,12 @@ from web.tokens import (
 )
 
 log = logging.getLogger(__name__)
+# The root fields that answer without a token, by operation type: signing in, and what GraphQL
+# answers itself. Every other field's resolver asks for the caller (`actor_of`).
+TOKENLESS_FIELDS = {
+    OperationType.QUERY: frozenset({"__typename", "__schema", "__type"}),
+    OperationType.MUTATION: frozenset({"__typename", "login", "refreshToken"}),
+}
 
 
 class Auth:
@@ -102,38 +123,72 @@ def init_app(app: Flask, settings: Settings) -> None:
     app.before_request(authenticate)
 
 
-def _refuse():
-    response = jsonify(
-        {
-            "errors": [
-                {
-                    "message": "The access token is invalid or expired.",
-                    "extensions": {"code": "UNAUTHENTICATED"},
-                }
-            ]
-        }
+def token_refused() -> bool:
+    """Whether this request came with an Authorization header that was refused."""
+    return g.get("token_refused", False)
+
+
+def refusal(media: str = http.JSON) -> Response:
+    """The 401 for a refused token: a GraphQL error (UNAUTHENTICATED) in `media`."""
+    response = http.error_response(
+        401, "The access token is invalid or expired.", "UNAUTHENTICATED", media
     )
-    response.status_code = 401
     response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
     return response
 
 
-def authenticate():
-    """Set `g.actor` from the bearer token; an invalid token ends the request with 401."""
+def needs_no_token(document: DocumentNode | None, operation_name: object) -> bool:
+    """Whether the operation a request runs selects only TOKENLESS_FIELDS at its root (its
+    fragments' fields included); false when there is no such operation."""
+    if document is None:
+        return False
+    name = operation_name if isinstance(operation_name, str) else None
+    operation = get_operation_ast(document, name)
+    if operation is None:
+        return False
+    fragments = {
+        definition.name.value: definition.selection_set
+        for definition in document.definitions
+        if isinstance(definition, FragmentDefinitionNode)
+    }
+    allowed = TOKENLESS_FIELDS.get(operation.operation, frozenset())
+    pending: list[SelectionSetNode] = [operation.selection_set]
+    seen: set[str] = set()
+    while pending:
+        for selection in pending.pop().selections:
+            if isinstance(selection, FieldNode):
+                if selection.name.value not in allowed:
+                    return False
+            elif isinstance(selection, InlineFragmentNode):
+                pending.append(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                if name not in fragments:
+                    return False  # validation refuses it: nothing to run anyway
+                if name not in seen:
+                    seen.add(name)
+                    pending.append(fragments[name])
+    return True
+
+
+def authenticate() -> None:
+    """Set `g.actor` from the bearer token; an unusable one sets `g.token_refused` instead,
+    and the endpoint answers 401 unless the request needs no token (`needs_no_token`)."""
     g.actor = None
     header = request.headers.get("Authorization")
     if not header or request.endpoint != "graphql.execute":
-        return None
+        return
     scheme, _, token = header.partition(" ")
     token = token.strip()
     auth = current_auth()
     if scheme.lower() != "bearer" or not token or auth.verifier is None:
-        return _refuse()
+        g.token_refused = True
+        return
     try:
         claims = auth.verifier.verify(token)
     except InvalidToken as error:
         log.info("token refused: %s", error)
-        return _refuse()
+        g.token_refused = True
+        return
     subject_var.set(claims["sub"])
     g.actor = auth.actor_for_token(token, claims)
-    return None

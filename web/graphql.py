@@ -17,6 +17,7 @@ from graphql import (
     DocumentNode,
     GraphQLError,
     GraphQLSchema,
+    GraphQLSyntaxError,
     OperationDefinitionNode,
     OperationType,
     get_operation_ast,
@@ -26,8 +27,9 @@ from graphql.validation import specified_rules, validate
 from sqlalchemy.exc import SQLAlchemyError
 
 from models.db import db
-from web import database_errors, introspection, json_body, metrics, security, sentry
+from web import auth, database_errors, introspection, json_body, metrics, security, sentry
 from web import graphql_http as http
+from web import request_errors as codes
 from web.config import Settings
 from web.document_limits import Measurements, bracket_nesting, cost, measure, merged_pairs
 from web.logs import operation_var, request_id_var
@@ -87,7 +89,7 @@ class GraphQLService:
         self.settings = settings
         self.schema = build_schema()
         self.explorer = ExplorerGraphiQL(title="Order service")
-        self.static_rules = (*specified_rules,)
+        self.static_rules = (*specified_rules, codes.KnownOperationTypes)
         if settings.is_production:
             self.static_rules += (introspection.disabled_rule(settings.schema_sdl_public),)
         self.sdl = SCHEMA_PATH.read_text()
@@ -118,10 +120,12 @@ class GraphQLService:
         limits = self.settings
         try:
             document = parse(query, no_location=False, max_tokens=limits.graphql_max_tokens)
+        except GraphQLSyntaxError as error:
+            raise codes.parse_failed(error) from None
         except RecursionError:  # the parser recurses once per bracket
-            raise too_deep(self.max_nesting) from None
+            raise codes.too_deep(self.max_nesting) from None
         if bracket_nesting(document) > self.max_nesting:
-            raise too_deep(self.max_nesting)
+            raise codes.too_deep(self.max_nesting)
         measurements = measure(document)
         for what, count, limit in (
             ("operations", len(measurements.operations), MAX_OPERATIONS),
@@ -158,7 +162,7 @@ class GraphQLService:
         if deep:
             return PreparedDocument(document, measurements, deep)
         errors = validate(self.schema, document, self.static_rules, max_errors=MAX_ERRORS)
-        return PreparedDocument(document, measurements, tuple(errors))
+        return PreparedDocument(document, measurements, codes.validation_failed(errors))
 
     def operation_name(self, data: dict[str, Any], prepared: PreparedDocument) -> str | None:
         """The operation a request names, or its document's only named operation."""
@@ -279,15 +283,9 @@ class GraphQLService:
             error_formatter=self.format_error,
             logger=quiet,
             middleware=self.middleware_for(data["query"]),
+            execution_context_class=codes.CodedExecution,
         )
         return result
-
-
-def too_deep(limit: int) -> GraphQLError:
-    return GraphQLError(
-        f"The document nests brackets more than {limit} deep.",
-        extensions={"code": "QUERY_TOO_DEEP"},
-    )
 
 
 def service() -> GraphQLService:
@@ -320,27 +318,33 @@ def execute() -> Response:
     production."""
     # HEAD is a GET without the body (Flask routes it with GET): the same rules.
     over_get = request.method != "POST"
+    # A refused token is answered 401 before anything else is wrong with the request, unless
+    # the operation it runs needs no token (login, refreshToken): then it runs as a stranger's.
+    refused_token = auth.token_refused()
     if over_get and not service().settings.is_production and _wants_graphiql():
+        if refused_token:
+            return auth.refusal()
         g.graphiql_page = True
         return security.graphiql_response(service().explorer.html(request))
     media = http.response_type(request.headers.get("Accept"))
     if media is None:
+        if refused_token:
+            return auth.refusal()
         return http.error_response(
             406, f"Accept {http.GRAPHQL_RESPONSE} or {http.JSON}.", "NOT_ACCEPTABLE"
         )
-    persisted = persisted_queries()
     try:
-        data = http.read_get(request.args) if over_get else http.read_post(request)
-        digest = persisted.resolve(data)
-        http.require_query(data, over_get)
-    except http.MalformedRequest as error:
-        return http.error_response(error.status, str(error), "BAD_REQUEST", media)
+        read = http.read_request(request, over_get, media)
     except PersistedQueryError as error:
-        status = 400 if error.malformed else None
-        result = {"errors": [{"message": str(error), "extensions": {"code": error.code}}]}
-        return http.graphql_response(result, media, status)
-
+        # An unknown hash only asks for the document; the request that brings it is judged
+        # then, its token too.
+        return http.persisted_query_error(error, media)
+    if isinstance(read, Response):
+        return auth.refusal(media) if refused_token else read
+    data, digest = read
     prepared = service().prepare(data["query"])
+    if refused_token and not auth.needs_no_token(prepared.document, data.get("operationName")):
+        return auth.refusal(media)
     if refused := json_body.refusals(data, service().declared_variables(data, prepared)):
         return http.graphql_response({"errors": refused}, media)
     if over_get and service().mutates(data, prepared):
@@ -349,9 +353,9 @@ def execute() -> Response:
         )
         response.headers["Allow"] = "POST"
         return response
-    actor = g.get("actor")
-    if digest and not prepared.errors and actor and rate_limits().may_persist(actor.subject):
-        persisted.remember(digest, data["query"])
+    if digest and not prepared.errors and (actor := g.get("actor")):
+        if rate_limits().may_persist(actor.subject):
+            persisted_queries().remember(digest, data["query"])
     operation_var.set(service().operation_name(data, prepared))
     g.graphql_root_field = service().metrics_label(data, prepared)
     session = db.session()

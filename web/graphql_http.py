@@ -7,7 +7,8 @@ The answer is `application/graphql-response+json` to a client that prefers it, e
 two differ in their status: a request the service read but did not execute (a document that
 does not parse or validate, a variable of the wrong type, a limit) answers 400 in the new
 media type and 200 in the old, whose clients cannot tell a 400 of ours from a proxy's. A
-request that is not a GraphQL request at all (not JSON, no `query` string) is 400 in both.
+request that is not a GraphQL request at all is refused in both: 415 for a body that is not
+JSON, 400 for one without a `query` string.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from flask import Request, Response, current_app
 from werkzeug.datastructures import MultiDict
 
 from web import json_body
+from web.persisted_queries import PersistedQueryError, persisted_queries
 
 JSON = "application/json"
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -98,6 +100,33 @@ def read_get(args: MultiDict[str, str]) -> dict[str, Any]:
             except json_body.UnreadableBody:
                 raise MalformedRequest(f"The '{name}' parameter must be a JSON object.") from None
     return _checked(data)
+
+
+def read_request(
+    request: Request, over_get: bool, media: str
+) -> tuple[dict[str, Any], str | None] | Response:
+    """The request's parameters, with the document a persisted query's hash stands for, and
+    the hash to keep a document sent with one under; or the answer, in `media`, to a request
+    that cannot be read (400, 415). A hash the service does not know raises its
+    PersistedQueryError: that asks the client for the document, no refusal of the request."""
+    try:
+        data = read_get(request.args) if over_get else read_post(request)
+        digest = persisted_queries().resolve(data)
+        require_query(data, over_get)
+    except MalformedRequest as error:
+        return error_response(error.status, str(error), "BAD_REQUEST", media)
+    except PersistedQueryError as error:
+        if not error.malformed:
+            raise
+        return persisted_query_error(error, media)
+    return data, digest
+
+
+def persisted_query_error(error: PersistedQueryError, media: str) -> Response:
+    """The answer to an `extensions.persistedQuery` the service cannot use: 400 when it is
+    malformed, else (a hash not found) a request error's status."""
+    result = {"errors": [{"message": str(error), "extensions": {"code": error.code}}]}
+    return graphql_response(result, media, 400 if error.malformed else None)
 
 
 def _checked(data: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Introspection is off in production: the schema cannot be read through GraphQL there.
 
 `__schema`, what GraphiQL and code generators ask for, is refused when the document is
-validated. A `__type(name: ...)` lookup answers null, as it does for a type that does not
-exist: a refusal would turn a client's ordinary query that carries one (as the
+validated (`GRAPHQL_VALIDATION_FAILED` with `validationErrorCode: INTROSPECTION_DISABLED`, as
+Apollo Server refuses it). A `__type(name: ...)` lookup answers null, as it does for a type
+that does not exist: a refusal would turn a client's ordinary query that carries one (as the
 GraphQL-over-HTTP audit's requests with variables do) into an error, and null says nothing
 about the schema either. The schema itself is published as SDL (`GET /graphql/schema.graphql`)
 unless SCHEMA_SDL_PUBLIC is off.
@@ -30,7 +31,14 @@ def disabled_rule(sdl_public: bool) -> type[ValidationRule]:
         def enter_field(self, node: FieldNode, *_args: Any) -> None:
             if node.name.value == "__schema":
                 self.report_error(
-                    GraphQLError(f"Cannot query '__schema': introspection is disabled.{hint}", node)
+                    GraphQLError(
+                        f"Cannot query '__schema': introspection is disabled.{hint}",
+                        node,
+                        extensions={
+                            "code": "GRAPHQL_VALIDATION_FAILED",
+                            "validationErrorCode": "INTROSPECTION_DISABLED",
+                        },
+                    )
                 )
 
     return SchemaIntrospectionDisabled
