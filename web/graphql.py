@@ -47,10 +47,9 @@ CACHED_DOCUMENT_CHARS = 1024
 CACHED_DOCUMENTS = 64
 # Validation stops after this many errors: each costs time, and a client fixes the first few.
 MAX_ERRORS = 20
-# A request runs one operation, but validation walks each operation of its document again for
-# its variables: a document of many small operations costs several times its size.
+# A request runs one operation, but validation walks each operation (and each fragment) of its
+# document again for its variables: many small ones cost several times the document's size.
 MAX_OPERATIONS = 16
-# Validation walks each fragment again for its variables too.
 MAX_FRAGMENTS = 32
 # Selections of one response field at one path (e.g. `id` from several fragments) are compared
 # two by two, each comparison printing their arguments: at most this many pairs in all.
@@ -353,9 +352,9 @@ def execute() -> Response:
         )
         response.headers["Allow"] = "POST"
         return response
-    if digest and not prepared.errors and (actor := g.get("actor")):
-        if rate_limits().may_persist(actor.subject):
-            persisted_queries().remember(digest, data["query"])
+    actor = g.get("actor")
+    if digest and not prepared.errors and actor and rate_limits().may_persist(actor.subject):
+        persisted_queries().remember(digest, data["query"])
     operation_var.set(service().operation_name(data, prepared))
     g.graphql_root_field = service().metrics_label(data, prepared)
     session = db.session()
