@@ -19,9 +19,10 @@ REQUEST_ERRORS = {
     "syntax-bad-character": ({"query": "{ me { id } } !"}, "GRAPHQL_PARSE_FAILED"),
     "unknown-field": ({"query": "{ nope }"}, "GRAPHQL_VALIDATION_FAILED"),
     "unknown-argument": ({"query": "{ me { id(x: 1) } }"}, "GRAPHQL_VALIDATION_FAILED"),
+    # The Decimal scalar names its own refusal, written in the query or sent as a variable.
     "literal-not-a-decimal": (
         {"query": 'mutation { createOrder(input: {unitPrice: "abc"}) { success } }'},
-        "GRAPHQL_VALIDATION_FAILED",
+        "BAD_USER_INPUT",
     ),
     "unused-fragment": (
         {"query": "fragment F on Query { __typename }"},
