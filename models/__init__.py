@@ -2,6 +2,8 @@
 
 from models.customers import Customer
 from models.db import db
-from models.orders import IdempotencyKey, Order, OrderEvent
+from models.delivery_reports import DeliveryReport
+from models.idempotency import IdempotencyKey
+from models.orders import Order, OrderEvent
 
-__all__ = ["Customer", "IdempotencyKey", "Order", "OrderEvent", "db"]
+__all__ = ["Customer", "DeliveryReport", "IdempotencyKey", "Order", "OrderEvent", "db"]

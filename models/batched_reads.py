@@ -30,7 +30,7 @@ def held(session: Session, kind: type[T]) -> list[T]:
 
 
 def _visible_orders(actor: Actor, orders: Iterable[Order]) -> list[Order]:
-    return [order for order in orders if actor.is_admin or order.customer_id == actor.customer_id]
+    return [order for order in orders if actor.may_see(order.customer_id)]
 
 
 def load_customers(session: Session, *, actor: Actor, wanted: uuid.UUID) -> list[Customer]:
@@ -40,8 +40,7 @@ def load_customers(session: Session, *, actor: Actor, wanted: uuid.UUID) -> list
     if session.identity_map.get((Customer, (wanted,), None)) is not None:  # type: ignore[arg-type]
         return []
     ids = {order.customer_id for order in held(session, Order)} | {wanted}
-    if not actor.is_admin:
-        ids &= {actor.customer_id}
+    ids = {key for key in ids if actor.may_see(key)}
     if not ids:
         return []
     return list(session.scalars(select(Customer).where(Customer.id.in_(ids))))

@@ -54,11 +54,6 @@ def generate_code() -> str:
     return "C" + "".join(secrets.choice(CODE_ALPHABET) for _ in range(8))
 
 
-def _require_admin(actor: Actor) -> None:
-    if not actor.is_admin:
-        raise DomainError.single(None, ErrorCode.FORBIDDEN, "only an admin may do this")
-
-
 def _insert_customer(session: Session, values: dict[str, object], code: str | None) -> Customer:
     """INSERT a customer; a given code that is taken is DUPLICATE, a generated one is redrawn."""
     for _ in range(CODE_ATTEMPTS):
@@ -89,7 +84,7 @@ def create_customer(
 ) -> Customer:
     """Create a customer (admins only); the code is generated when not given. A phone must be
     of `allowed_regions` (default: `region` alone), the only ones that get an SMS."""
-    _require_admin(actor)
+    actor.require_admin()
     errors = ErrorCollector()
     values = {
         "name": clean_text(errors, "name", name, limit=MAX_NAME, required=True),
@@ -131,7 +126,7 @@ def update_customer(
 
 def _visible(actor: Actor, customer: Customer | None) -> Customer:
     # Another customer's record answers NOT_FOUND, not FORBIDDEN, so ids cannot be probed.
-    if customer is None or not (actor.is_admin or customer.id == actor.customer_id):
+    if customer is None or not actor.may_see(customer.id):
         raise DomainError.single(None, ErrorCode.NOT_FOUND, "customer not found")
     return customer
 
@@ -161,9 +156,45 @@ def find_customer(session: Session, *, actor: Actor, reference: str, field: str)
         clauses.append(Customer.id == key)
     for clause in clauses:
         customer = session.scalars(select(Customer).where(clause)).first()
-        if customer is not None and (actor.is_admin or customer.id == actor.customer_id):
+        if customer is not None and actor.may_see(customer.id):
             return customer
     raise DomainError.single(field, ErrorCode.NOT_FOUND, "customer not found")
+
+
+def customer_for_order(
+    session: Session,
+    *,
+    actor: Actor,
+    customer_id: str | None,
+    customer_code: str | None,
+    user_id: str | None,
+) -> uuid.UUID:
+    """The id of the customer an order is for, named once by customerId, customerCode or
+    userId (an OIDC subject); the caller itself when none is given."""
+    given = [
+        (field, value)
+        for field, value in (
+            ("customerId", customer_id),
+            ("customerCode", customer_code),
+            ("userId", user_id),
+        )
+        if value is not None
+    ]
+    if len(given) > 1:
+        raise DomainError.single(
+            given[1][0],
+            ErrorCode.INVALID,
+            "name the customer once: customerId, customerCode or userId",
+        )
+    field, value = given[0] if given else ("customerId", None)
+    if value is None or (field == "userId" and value.strip() == actor.subject):
+        # The caller itself: its customer was provisioned when the request authenticated.
+        if actor.customer_id is None:
+            raise DomainError.single("customerId", ErrorCode.INVALID, "customerId is required")
+        return actor.customer_id
+    if field == "customerId" and parse_uuid(value) is None:
+        raise DomainError.single(field, ErrorCode.INVALID, "customerId is not a valid id")
+    return find_customer(session, actor=actor, reference=value.strip(), field=field).id
 
 
 def list_customers(
@@ -177,9 +208,7 @@ def list_customers(
 ) -> Page[Customer]:
     """Customers newest first: every one for an admin, the caller's own record otherwise;
     paged as `paginate` does."""
-    query = select(Customer)
-    if not actor.is_admin:
-        query = query.where(Customer.id == actor.customer_id)
+    query = select(Customer).where(actor.sees(Customer.id))
     return paginate(
         session,
         query,

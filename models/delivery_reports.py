@@ -8,13 +8,39 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import BigInteger, ForeignKey, Index, String, func, select, update
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from models.notifications import DeliveryReport, Notification, NotificationStatus
+from models.db import Timestamp, db
+from models.notifications import Notification, NotificationStatus
 
 REPORT_DELIVERED = {"Success"}
 REPORT_FAILED = {"Failed", "Rejected", "AbsentSubscriber", "Expired"}
+
+
+class DeliveryReport(db.Model):
+    """A delivery report exactly as the gateway posted it, matched or not."""
+
+    __tablename__ = "delivery_reports"
+    __table_args__ = (
+        Index("ix_delivery_reports_message", "provider_message_id"),
+        Index(
+            "ix_delivery_reports_unmatched",
+            "received_at",
+            postgresql_where="notification_id IS NULL",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    notification_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("notifications.id", ondelete="SET NULL")
+    )
+    provider_message_id: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(32))
+    failure_reason: Mapped[str | None] = mapped_column(String(100))
+    raw: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    received_at: Mapped[Timestamp]
 
 
 def _move(

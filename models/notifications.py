@@ -1,17 +1,17 @@
-"""SMS notifications: the outbox row written with each order change, its attempts, and the
-delivery reports the gateway posts back.
+"""SMS notifications: the outbox row written with each order change, its attempts at the
+gateway, and the admins' list of them.
 
 State machine: QUEUED -> SENDING -> SENT -> DELIVERED, and any non-final state -> FAILED.
-Every change is a conditional UPDATE, so a repeated task or callback changes nothing.
+Every change is a conditional UPDATE, so a repeated task or callback changes nothing: the
+worker's are in `models.sending`, the gateway's delivery reports in `models.delivery_reports`.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import (
     BigInteger,
@@ -25,19 +25,18 @@ from sqlalchemy import (
     UniqueConstraint,
     select,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, Session, column_property, mapped_column, relationship, undefer
 
 from models.actors import Actor
 from models.db import Timestamp, UUIDPrimaryKey, db
-from models.errors import DomainError, ErrorCode
 from models.pagination import Page, paginate
+from models.validation import parse_choice
 
 if TYPE_CHECKING:
     from models.orders import Order
 
 OUTBOX_KEY = "outbox"  # session.info key: notification ids to publish once committed
-SMS_LIMIT = 160
 MESSAGE_ID_LIMIT = 100  # the gateway's id for a message, as kept
 
 
@@ -157,87 +156,7 @@ class NotificationAttempt(db.Model):
     raw_reply: Mapped[str | None] = mapped_column(Text)
 
 
-class DeliveryReport(db.Model):
-    """A delivery report exactly as the gateway posted it, matched or not."""
-
-    __tablename__ = "delivery_reports"
-    __table_args__ = (
-        Index("ix_delivery_reports_message", "provider_message_id"),
-        Index(
-            "ix_delivery_reports_unmatched",
-            "received_at",
-            postgresql_where="notification_id IS NULL",
-        ),
-    )
-
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
-    notification_id: Mapped[uuid.UUID | None] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("notifications.id", ondelete="SET NULL")
-    )
-    provider_message_id: Mapped[str] = mapped_column(String(100))
-    status: Mapped[str] = mapped_column(String(32))
-    failure_reason: Mapped[str | None] = mapped_column(String(100))
-    raw: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    received_at: Mapped[Timestamp]
-
-
 # -- writing the outbox ---------------------------------------------------------------------
-
-
-def short_reference(order_id: uuid.UUID) -> str:
-    """The order reference a customer sees in an SMS: the first 8 hex digits of its id."""
-    return order_id.hex[:8].upper()
-
-
-# GSM 03.38: a message of these characters fits 160 to an SMS; any other character makes it
-# UCS-2, 70 to an SMS. The extension characters count twice.
-GSM7_BASIC = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡"
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-GSM7_EXTENSION = frozenset("^{}\\[~]|€")
-# Curly quotes, dashes and ellipses, as phones and word processors type them, in GSM-7.
-TYPOGRAPHY = str.maketrans(
-    {
-        "\u2018": "'",
-        "\u2019": "'",
-        "\u201c": '"',
-        "\u201d": '"',
-        "\u2013": "-",
-        "\u2014": "-",
-        "\u2026": "...",
-    }
-)
-
-
-GSM7 = GSM7_BASIC | GSM7_EXTENSION
-
-
-def sms_length(text: str) -> tuple[int, int]:
-    """(characters as the network counts them, how many fit one SMS) for `text`."""
-    if GSM7.issuperset(text):
-        return len(text) + sum(map(text.count, GSM7_EXTENSION)), SMS_LIMIT
-    return len(text), 70
-
-
-def message_body(
-    kind: NotificationKind, *, company: str, order_id: uuid.UUID, total: Decimal, currency: str
-) -> str:
-    """The SMS text: company, a short order reference and the total, within one SMS."""
-    reference = short_reference(order_id)
-    amount = f"{currency} {total:,.2f}"
-    text = {
-        NotificationKind.ORDER_PLACED: f"{company}: order {reference} for {amount} received. "
-        "We will confirm it shortly.",
-        NotificationKind.ORDER_CONFIRMED: f"{company}: order {reference} for {amount} is "
-        "confirmed. Thank you!",
-        NotificationKind.ORDER_CANCELLED: f"{company}: order {reference} for {amount} has "
-        "been cancelled.",
-    }[kind].translate(TYPOGRAPHY)
-    length, fits = sms_length(text)
-    if length > fits:  # a long or non-GSM company name: keep what matters
-        text = f"Order {reference} ({amount}): {kind.removeprefix('ORDER_').lower()}."
-    return text
 
 
 def publish_after_commit(session: Session, notification_id: uuid.UUID) -> None:
@@ -280,19 +199,13 @@ def list_notifications(
 ) -> Page[Notification]:
     """Notifications newest first, optionally of one status, and only those that may have
     gone out more than once (`in_doubt`) or none of those (admins only)."""
-    if not actor.is_admin:
-        raise DomainError.single(None, ErrorCode.FORBIDDEN, "only an admin may list notifications")
+    actor.require_admin("only an admin may list notifications")
+    wanted = parse_choice(NotificationStatus, status)
     query = select(Notification).options(undefer(Notification.in_doubt))
     if in_doubt is not None:
         query = query.where(IN_DOUBT if in_doubt else ~IN_DOUBT)
-    if status:
-        try:
-            query = query.where(Notification.status == NotificationStatus(status.strip().upper()))
-        except ValueError:
-            names = ", ".join(NotificationStatus)
-            raise DomainError.single(
-                "status", ErrorCode.INVALID, f"status must be one of {names}"
-            ) from None
+    if wanted is not None:
+        query = query.where(Notification.status == wanted)
     return paginate(
         session,
         query,

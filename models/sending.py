@@ -32,19 +32,16 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, UUID
 from sqlalchemy.orm import Session
 
-from models.actors import Actor
 from models.customers import Customer
 from models.delivery_reports import apply_early_reports
-from models.errors import DomainError, ErrorCode
 from models.notifications import (
     AttemptOutcome,
     Notification,
     NotificationAttempt,
     NotificationStatus,
-    publish_after_commit,
 )
 from models.orders import Order
-from models.validation import normalize_phone, parse_uuid, sms_refusal
+from models.validation import normalize_phone, sms_refusal
 
 RAW_REPLY_LIMIT = 1024
 # What is kept of why a try failed (an exception's text may be any length): clients read it
@@ -145,7 +142,7 @@ _CLAIM = (
         )
         .returning(*Notification.__table__.columns)
     )
-    .execution_options(populate_existing=True, writes=True)
+    .execution_options(populate_existing=True)
 )
 _OPEN_ATTEMPTS = (
     insert(NotificationAttempt.__table__)
@@ -375,39 +372,3 @@ def due_for_sweep(session: Session, *, grace: timedelta, limit: int) -> list[uui
             .limit(limit)
         )
     )
-
-
-# -- sending again by hand -------------------------------------------------------------------
-
-
-def resend(session: Session, *, actor: Actor, notification_id: object) -> Notification:
-    """A FAILED notification back to QUEUED with a fresh attempt budget, to the customer's
-    phone as it is now (admins only): the runbook is to correct the phone, then resend."""
-    if not actor.is_admin:
-        raise DomainError.single(None, ErrorCode.FORBIDDEN, "only an admin may resend")
-    key = parse_uuid(notification_id)
-    if key is None:
-        raise DomainError.single("id", ErrorCode.INVALID, "id is not a valid notification id")
-    notification = session.scalars(
-        update(Notification)
-        .where(Notification.id == key, Notification.status == NotificationStatus.FAILED)
-        .values(
-            status=NotificationStatus.QUEUED,
-            attempts=0,
-            next_attempt_at=func.clock_timestamp(),
-            provider_message_id=None,
-            phone=CURRENT_PHONE,
-            updated_at=func.clock_timestamp(),
-        )
-        .returning(Notification)
-        .execution_options(synchronize_session=False)
-    ).one_or_none()
-    if notification is None:
-        current = session.get(Notification, key)
-        if current is None:
-            raise DomainError.single("id", ErrorCode.NOT_FOUND, "notification not found")
-        raise DomainError.single(
-            "id", ErrorCode.INVALID_STATE, f"notification is {current.status}; only FAILED resends"
-        )
-    publish_after_commit(session, notification.id)
-    return notification

@@ -6,10 +6,14 @@ import re
 import uuid
 from collections.abc import Collection
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import TypeVar
 
 import phonenumbers
 
-from models.errors import ErrorCode, ErrorCollector
+from models.errors import DomainError, ErrorCode, ErrorCollector
+
+Choice = TypeVar("Choice", bound=StrEnum)
 
 MAX_NAME = 200
 MAX_DETAILS = 2000
@@ -21,6 +25,20 @@ MAX_QUANTITY = 100_000
 MAX_AMOUNT = Decimal("1000000000")  # 10^9: above this a price is a typo, not an order
 CENT = Decimal("0.01")
 SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def parse_choice(choices: type[Choice], value: str | None, field: str = "status") -> Choice | None:
+    """The member of `choices` (a status, say) that `value` names in any letter case; None
+    for no value; a DomainError (INVALID) listing the choices for anything else."""
+    if value is None or not value.strip():
+        return None
+    try:
+        return choices(value.strip().upper())
+    except ValueError:
+        names = ", ".join(choices)
+        raise DomainError.single(
+            field, ErrorCode.INVALID, f"{field} must be one of {names}"
+        ) from None
 
 
 # The one way ids are written: 8-4-4-4-12 ASCII hex digits, in either case. Python's UUID

@@ -17,11 +17,11 @@ from sqlalchemy.orm import Session
 
 from models import Customer, Order
 from models.db import db
+from models.messages import message_body
 from models.notifications import (
     Notification,
     NotificationKind,
     NotificationStatus,
-    message_body,
     publish_after_commit,
 )
 from models.orders import OrderStatus

@@ -19,7 +19,8 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from models.notifications import DeliveryReport, NotificationStatus
+from models.delivery_reports import DeliveryReport
+from models.notifications import NotificationStatus
 from tests.sms_support import (  # noqa: F401 - fixtures, used by name
     CALLBACK_SECRET,
     DELIVERY_PATH,

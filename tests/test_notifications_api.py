@@ -15,12 +15,8 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from models.db import db
-from models.notifications import (
-    Notification,
-    NotificationKind,
-    NotificationStatus,
-    short_reference,
-)
+from models.messages import short_reference
+from models.notifications import Notification, NotificationKind, NotificationStatus
 from tests.factories import OutboxMessage, enqueue
 from tests.sms_support import (  # noqa: F401 - fixtures, used by name
     JANE_PHONE,

@@ -8,12 +8,12 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import event, text
-from sqlalchemy.orm import Session
+from sqlalchemy import select, text
 
-from models import Customer, Order, orders
+from models import Customer, Order, placing
 from models.actors import Actor
-from models.db import READS_ONLY, UnexpectedWrite, commit_each_statement, db
+from models.db import db
+from models.notifications import Notification
 from tests.clients import GraphQLClient
 from tests.factories import ADMIN_SUB, JANE_SUB, CustomerFactory, OrderFactory, row_counts
 from tests.sms_support import publications_of, wait_for
@@ -514,46 +514,17 @@ def test_a_refused_order_after_a_placed_one_in_the_same_document_keeps_the_first
     assert count_orders(session) == before + 1
 
 
-# -- an order placed alone: its statement is its transaction --------------------------------
-
-
-@pytest.fixture
-def statements(app):
-    """Each statement the app's engine runs: (SQL, whether its connection commits each
-    statement by itself); and whether each connection taken from the pool did."""
-    seen: dict[str, list] = {"statements": [], "checkouts": []}
-
-    def executed(connection, _cursor, statement, *_args):
-        driver = connection.connection.driver_connection
-        seen["statements"].append((statement, driver.autocommit))
-        if "INSERT INTO orders" in statement:
-            seen.setdefault("drivers", []).append(driver)
-
-    def checked_out(dbapi_connection, *_args):
-        seen["checkouts"].append(dbapi_connection.autocommit)
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", executed)
-    event.listen(engine, "checkout", checked_out)
-    yield seen
-    event.remove(engine, "before_cursor_execute", executed)
-    event.remove(engine, "checkout", checked_out)
+# -- one transaction per request, committed when the request ends ---------------------------
 
 
 @pytest.fixture
 def signed_in(app, idp, committed):
     """`execute(document, variables)` as Jane, one token throughout, real commits. Her first
-    request creates her customer; the second finds it and remembers the token, so later
-    requests need no query before their own."""
+    request creates her customer; the second finds it and remembers the token."""
     execute = GraphQLClient(app.test_client(), idp.issue_access_token("jane")).execute
     execute("{ me { id } }")
     execute("{ me { id } }")
     return execute
-
-
-def placing(seen: dict) -> list[bool]:
-    return [autocommit for sql, autocommit in seen["statements"] if "INSERT INTO orders" in sql]
 
 
 def committed_counts(app) -> dict[str, int]:
@@ -563,43 +534,50 @@ def committed_counts(app) -> dict[str, int]:
         )
 
 
-def test_an_order_placed_alone_is_one_statement_without_begin_or_commit(app, signed_in, statements):
-    placed = signed_in(CREATE, {"input": {"price": "99.00", "idempotencyKey": "alone-1"}})
+def committed_notification_of(app, order_id: object) -> str:
+    with app.app_context():
+        try:
+            return str(
+                db.session.scalars(
+                    select(Notification.id).where(Notification.order_id == uuid.UUID(order_id))
+                ).one()
+            )
+        finally:
+            db.session.remove()
+
+
+def test_an_order_is_committed_with_its_event_and_sms_which_is_published_after(app, signed_in):
+    placed = signed_in(CREATE, {"input": {"price": "99.00", "idempotencyKey": "commit-1"}})
 
     assert placed["createOrder"]["success"] is True
-    assert placing(statements) == [True]  # sent on a connection that commits it by itself
     assert committed_counts(app) == {
         "orders": 1,
         "order_events": 1,
         "notifications": 1,
         "idempotency_keys": 1,
     }
-    with app.app_context():
-        notification_id = str(db.session.scalar(text("SELECT id FROM notifications")))
+    notification_id = committed_notification_of(app, placed["createOrder"]["order"]["id"])
     queue = app.extensions["outbox_relay"].queue_name
-    # Its SMS went to the queue after the commit.
     assert wait_for(lambda: publications_of(notification_id, queue))
 
 
-def test_the_replay_of_an_order_placed_alone_finds_it(app, signed_in, statements):
-    fields = {"price": "99.00", "idempotencyKey": "alone-2"}
+def test_the_replay_of_a_committed_order_finds_it(app, signed_in):
+    fields = {"price": "99.00", "idempotencyKey": "commit-2"}
     first = signed_in(CREATE, {"input": fields})["createOrder"]
     again = signed_in(CREATE, {"input": fields})["createOrder"]
 
     assert (again["replayed"], again["order"]["id"]) == (True, first["order"]["id"])
-    assert placing(statements) == [True, True]
     assert committed_counts(app)["orders"] == 1
 
 
-def test_orders_refused_alone_write_nothing(app, signed_in, statements):
-    signed_in(CREATE, {"input": {"price": "5.00", "idempotencyKey": "alone-3"}})
+def test_refused_orders_write_nothing(app, signed_in):
+    signed_in(CREATE, {"input": {"price": "5.00", "idempotencyKey": "commit-3"}})
 
     invalid = signed_in(CREATE, {"input": {"price": "-1"}})["createOrder"]
-    reused = signed_in(CREATE, {"input": {"price": "6.00", "idempotencyKey": "alone-3"}})
+    reused = signed_in(CREATE, {"input": {"price": "6.00", "idempotencyKey": "commit-3"}})
 
     assert invalid["success"] is False
     assert reused["createOrder"]["fieldErrors"][0]["code"] == "IDEMPOTENCY_KEY_REUSED"
-    assert placing(statements) == [True, True]  # the invalid one never reached the database
     assert committed_counts(app) == {
         "orders": 1,
         "order_events": 1,
@@ -608,104 +586,50 @@ def test_orders_refused_alone_write_nothing(app, signed_in, statements):
     }
 
 
-def test_orders_placed_together_share_one_transaction_after_one_placed_alone(
-    app, signed_in, statements
-):
-    signed_in(CREATE, {"input": {"price": "5.00"}})
-    (alone,) = statements["drivers"]
-    assert alone.autocommit is False  # back in the pool as the engine made it
-    statements["checkouts"].clear()
-
+def test_a_refused_order_beside_a_placed_one_commits_the_placed_one(app, signed_in):
     result = signed_in(
         """
         mutation {
           placed: createOrder(input: {price: "10.00"}) { success }
           refused: createOrder(input: {price: "-1"}) { success }
+          again: createOrder(input: {price: "11.00"}) { success }
         }
         """
     )
 
-    assert (result["placed"]["success"], result["refused"]["success"]) == (True, False)
-    # The connection the first request set to commit each statement went back to the pool
-    # as it was: the document's statements ran inside one transaction (with a savepoint).
-    assert statements["checkouts"]
-    assert not any(statements["checkouts"])
-    assert placing(statements) == [True, False]
-    assert committed_counts(app)["orders"] == 2
+    assert [result[name]["success"] for name in ("placed", "refused", "again")] == [
+        True,
+        False,
+        True,
+    ]
+    assert committed_counts(app) == {
+        "orders": 2,
+        "order_events": 2,
+        "notifications": 2,
+        "idempotency_keys": 0,
+    }
 
 
-def test_an_order_after_a_write_in_the_same_request_stays_in_its_transaction(
-    app, idp, committed, statements
-):
-    """A first request provisions the caller's customer, a write: the order joins it."""
-    stranger = GraphQLClient(
-        app.test_client(), idp.issue_access_token("jane", sub=str(uuid.uuid4()))
-    )
-    placed = stranger.execute(CREATE, {"input": {"price": "7.00"}})
-
-    assert placed["createOrder"]["success"] is True
-    assert placing(statements) == [False]
-    assert committed_counts(app)["orders"] == 1
-
-
-def test_a_session_joining_a_connection_keeps_its_transaction(session):
-    # The tests' session joins an outer transaction on one connection.
-    assert commit_each_statement(session()) is False
-
-
-def test_a_session_commits_each_statement_only_before_its_transaction_began(app):
-    with app.app_context(), Session(db.engine) as own:
-        own.execute(text("SELECT 1"))
-        assert commit_each_statement(own) is False  # a transaction had begun
-        own.rollback()
-
-        assert commit_each_statement(own) is True
-        driver = own.connection().connection.driver_connection
-        assert driver.autocommit is True
-        own.commit()
-        assert driver.autocommit is False  # back in the pool as the engine made it
-
-
-def test_a_session_committing_each_statement_refuses_a_second_write(app):
-    marked_write = text("SELECT 1").execution_options(writes=True)
-    with app.app_context(), Session(db.engine) as own:
-        commit_each_statement(own)
-        own.execute(marked_write)
-        with pytest.raises(UnexpectedWrite):
-            own.execute(marked_write)
-        own.rollback()
-
-        commit_each_statement(own)
-        own.add(Customer(code="NEVER-1", name="Never", phone="+254700000009"))
-        with pytest.raises(UnexpectedWrite):
-            own.flush()
-        own.rollback()
-
-        commit_each_statement(own, allow=READS_ONLY)
-        own.execute(text("SELECT 1"))
-        with pytest.raises(UnexpectedWrite):
-            own.execute(marked_write)
-        own.rollback()
-        assert own.scalar(text("SELECT count(*) FROM customers WHERE name = 'Never'")) == 0
-
-
-def test_the_sms_of_an_order_placed_alone_goes_out_even_if_the_request_rolls_back(app, signed_in):
+def test_an_order_rolled_back_is_neither_kept_nor_published(app, signed_in):
     with app.app_context():
         customer_id = db.session.scalar(text("SELECT id FROM customers"))
-        db.session.remove()
+        actor = Actor(subject=JANE_SUB, customer_id=customer_id)
         session = db.session()
-        assert commit_each_statement(session) is True
-        result = orders.create_order(
-            session, actor=Actor(subject=JANE_SUB, customer_id=customer_id), price="15.00"
-        )
-        notification_id = str(session.scalar(text("SELECT id FROM notifications")))
-        session.rollback()  # say a later resolver failed: the order is committed all the same
+        placing.create_order(session, actor=actor, price="15.00", company="Acme")
+        doomed_notification = str(session.scalar(select(Notification.id)))
+        session.rollback()  # say a later field failed: nothing of the request is kept
+        kept = placing.create_order(session, actor=actor, price="16.00", company="Acme")
+        kept_order = str(kept.order.id)
+        session.commit()
         db.session.remove()
 
     assert committed_counts(app)["orders"] == 1
-    assert result.order.id is not None
+    kept_notification = committed_notification_of(app, kept_order)
+    assert kept_notification != doomed_notification
     queue = app.extensions["outbox_relay"].queue_name
-    assert wait_for(lambda: publications_of(notification_id, queue))
+    assert wait_for(lambda: publications_of(kept_notification, queue))
+    # The relay publishes in the order it was handed ids: the rolled-back one would be there.
+    assert publications_of(doomed_notification, queue) == []
 
 
 def test_a_response_keeps_the_order_the_query_asked_for(jane):
@@ -717,32 +641,3 @@ def test_a_response_keeps_the_order_the_query_asked_for(jane):
     answer = json.loads(response.get_data(as_text=True))["data"]["createOrder"]
     assert list(answer) == ["success", "order", "message"]
     assert list(answer["order"]) == ["totalPrice", "status", "id"]
-
-
-def test_a_query_reads_without_a_transaction_around_its_statements(app, signed_in, statements):
-    placed = signed_in(CREATE, {"input": {"price": "8.00"}})["createOrder"]["order"]
-    statements["statements"].clear()
-
-    result = signed_in(
-        "query { me { id } myOrders(first: 5) { id status } order(id: "
-        f'"{placed["id"]}") {{ id status }} }}'
-    )
-
-    assert [order["id"] for order in result["myOrders"]] == [placed["id"]]
-    assert result["order"] == {"id": placed["id"], "status": "NEW"}
-    reads = [autocommit for sql, autocommit in statements["statements"]]
-    assert reads
-    assert all(reads)  # each SELECT on a connection that needs no BEGIN or COMMIT
-
-
-def test_a_query_after_the_sign_in_looked_the_caller_up_reads_in_its_transaction(
-    app, idp, committed, statements
-):
-    """A token not seen before: finding its customer began a transaction, kept to the end."""
-    stranger = GraphQLClient(
-        app.test_client(), idp.issue_access_token("jane", sub=str(uuid.uuid4()))
-    )
-
-    assert stranger.execute("{ myOrders(first: 5) { id } }") == {"myOrders": []}
-    assert statements["statements"]
-    assert not any(autocommit for _sql, autocommit in statements["statements"])

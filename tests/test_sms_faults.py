@@ -33,13 +33,13 @@ from sqlalchemy import func, insert, select
 from dev.sms_gateway import FakeSmsGateway, RunningGateway
 from models.customers import Customer
 from models.db import db
+from models.messages import message_body
 from models.notifications import (
     AttemptOutcome,
     Notification,
     NotificationAttempt,
     NotificationKind,
     NotificationStatus,
-    message_body,
 )
 from models.orders import Order
 from tests.sms_support import (  # noqa: F401 - fixtures, used by name

@@ -9,7 +9,7 @@ from flask import Flask, current_app
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
-from models import customers, orders
+from models import customers, placing
 from models.actors import Actor
 from models.customers import Customer
 from models.db import db
@@ -48,7 +48,7 @@ def seed() -> None:
             region=settings.default_region,
         )
         for item, quantity, price in DEMO_ORDERS:
-            orders.create_order(
+            placing.create_order(
                 db.session,
                 actor=seeder,
                 customer_id=str(customer.id),

@@ -40,7 +40,8 @@ from graphql import (
     value_from_ast_untyped,
 )
 
-from models.notifications import MESSAGE_ID_LIMIT, SMS_LIMIT
+from models.messages import SMS_LIMIT
+from models.notifications import MESSAGE_ID_LIMIT
 from models.pagination import DEFAULT_PAGE, MAX_PAGE
 from models.sending import ERROR_LIMIT
 from models.validation import MAX_DETAILS, MAX_EMAIL, MAX_ITEM, MAX_NAME, MAX_SUBJECT

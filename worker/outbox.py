@@ -25,7 +25,6 @@ from kombu.exceptions import OperationalError as BrokerUnreachable
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from models.db import commits_each_statement
 from models.notifications import OUTBOX_KEY
 from web.metrics import RELAY_DROPPED, RELAY_RESTARTS
 from worker.celery_app import celery_app
@@ -216,12 +215,8 @@ def _after_commit(session: Session) -> None:
 def _after_rollback(session: Session) -> None:
     # A rolled-back savepoint may leave ids of rows that never were: publishing them costs a
     # task that finds nothing, while dropping them could delay the real ones to the sweep.
-    if session.in_nested_transaction():
-        return
-    ids = session.info.pop(OUTBOX_KEY, None)
-    # A statement that committed by itself stays committed: its rows are there to send.
-    if ids and commits_each_statement(session) and has_app_context():
-        current_app.extensions["outbox_relay"].submit(ids)
+    if not session.in_nested_transaction():
+        session.info.pop(OUTBOX_KEY, None)
 
 
 def init_app(

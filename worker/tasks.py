@@ -21,8 +21,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from models.db import db
 from models.delivery_reports import match_late_reports
+from models.idempotency import purge_expired_idempotency_keys
 from models.notifications import AttemptOutcome, Notification, NotificationStatus
-from models.orders import purge_expired_idempotency_keys
 from models.sending import (
     RETRYABLE,
     Claimed,

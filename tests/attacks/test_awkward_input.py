@@ -44,8 +44,9 @@ from models.customers import create_customer, update_customer
 from models.db import db
 from models.errors import DomainError, ErrorCode
 from models.notifications import Notification
-from models.orders import cancel_order, create_order
+from models.orders import cancel_order
 from models.pagination import decode_cursor, encode_cursor
+from models.placing import create_order
 from tests.clients import GraphQLClient
 from tests.factories import ADMIN_SUB, JANE_SUB, CustomerFactory, OrderFactory
 from web import create_app
@@ -662,13 +663,25 @@ ADMIN = Actor(subject=ADMIN_SUB, roles=frozenset({"admin"}), customer_id=None, i
         (create_customer, {"name": "Shop", "code": "C\udfff"}, "code"),
         (create_customer, {"name": "Shop", "email": "a\ud800@example.com"}, "email"),
         (create_customer, {"name": "Shop", "phone": "+254712\ud800345678"}, "phone"),
-        (create_order, {"unit_price": "1", "item": "\ud800"}, "item"),
-        (create_order, {"unit_price": "1", "details": "\udfff"}, "orderDetails"),
-        (create_order, {"unit_price": "1", "idempotency_key": "k\ud800"}, "idempotencyKey"),
-        (create_order, {"unit_price": "1", "idempotency_key": "k\x00"}, "idempotencyKey"),
-        (create_order, {"unit_price": "1", "customer_code": "\ud800"}, "customerCode"),
-        (create_order, {"unit_price": "1", "user_id": "\ud800"}, "userId"),
-        (create_order, {"unit_price": "1", "currency": "K\ud800S"}, "currency"),
+        (create_order, {"unit_price": "1", "company": "Acme", "item": "\ud800"}, "item"),
+        (create_order, {"unit_price": "1", "company": "Acme", "details": "\udfff"}, "orderDetails"),
+        (
+            create_order,
+            {"unit_price": "1", "company": "Acme", "idempotency_key": "k\ud800"},
+            "idempotencyKey",
+        ),
+        (
+            create_order,
+            {"unit_price": "1", "company": "Acme", "idempotency_key": "k\x00"},
+            "idempotencyKey",
+        ),
+        (
+            create_order,
+            {"unit_price": "1", "company": "Acme", "customer_code": "\ud800"},
+            "customerCode",
+        ),
+        (create_order, {"unit_price": "1", "company": "Acme", "user_id": "\ud800"}, "userId"),
+        (create_order, {"unit_price": "1", "company": "Acme", "currency": "K\ud800S"}, "currency"),
     ],
     ids=lambda value: value if isinstance(value, str) else "",
 )
@@ -694,7 +707,7 @@ def test_update_and_cancel_refuse_text_that_is_not_storable(session):
     with pytest.raises(DomainError) as name:
         update_customer(session, actor=actor, customer_id=order.customer_id, name="\ud800")
     with pytest.raises(DomainError) as reason:
-        cancel_order(session, actor=actor, order_id=order.id, reason="late \udfff")
+        cancel_order(session, actor=actor, order_id=order.id, reason="late \udfff", company="Acme")
 
     assert [(e.field, e.code) for e in name.value.errors] == [("name", ErrorCode.INVALID)]
     assert [(e.field, e.code) for e in reason.value.errors] == [("reason", ErrorCode.INVALID)]

@@ -73,7 +73,9 @@ def test_a_long_text_field_takes_no_more_of_the_answer_than_it_costs(
 ):
     order = long_orders[0]
     actor = Actor(subject=JANE_SUB, roles=frozenset(), customer_id=order.customer_id)
-    cancel_order(session, actor=actor, order_id=str(order.id), reason='"' * MAX_DETAILS)
+    cancel_order(
+        session, actor=actor, order_id=str(order.id), reason='"' * MAX_DETAILS, company="Acme"
+    )
     session.commit()
 
     def size(selection: str) -> int:

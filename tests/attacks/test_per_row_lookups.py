@@ -28,7 +28,7 @@ from sqlalchemy import event
 
 from models.actors import Actor
 from models.notifications import Notification, NotificationAttempt
-from models.orders import create_order
+from models.placing import create_order
 from tests.clients import GraphQLClient
 from tests.factories import ADMIN_SUB, CustomerFactory, row_counts
 from web.document_limits import DATABASE_FIELDS, PER_ROW_QUERIES
@@ -60,7 +60,7 @@ def orders(session) -> list[uuid.UUID]:
     for _ in range(3):
         customer = CustomerFactory()
         order = create_order(
-            session, actor=ADMIN, customer_id=str(customer.id), unit_price="100"
+            session, actor=ADMIN, customer_id=str(customer.id), unit_price="100", company="Acme"
         ).order
         for notification in session.query(Notification).filter_by(order_id=order.id):
             session.add(

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from graphql import FieldNode, GraphQLError, GraphQLResolveInfo, OperationType
+from graphql import GraphQLError, GraphQLResolveInfo
 
 from models.actors import Actor
-from models.db import READS_ONLY, commit_each_statement, db, has_written
+from models.db import db, has_written
 from models.errors import DomainError, ErrorCode, FieldError
 from web.config import Settings
 from web.rate_limits import rate_limits
@@ -65,14 +65,9 @@ def query(
 ) -> T:
     """Run a read for the caller. NOT_FOUND answers `not_found` (null, or an empty list), so
     another customer's ids cannot be probed; FORBIDDEN (a list only admins may read) is an
-    error of that code, as in a mutation's payload; other DomainErrors become BAD_USER_INPUT.
-    A query operation, which writes nothing, needs no transaction around its reads."""
-    actor = actor_of(info)
-    session = db.session()
-    if info.operation.operation is OperationType.QUERY:
-        commit_each_statement(session, allow=READS_ONLY)
+    error of that code, as in a mutation's payload; other DomainErrors become BAD_USER_INPUT."""
     try:
-        return operation(session, actor=actor, **kwargs)
+        return operation(db.session(), actor=actor_of(info), **kwargs)
     except DomainError as error:
         if all(e.code is ErrorCode.NOT_FOUND for e in error.errors):
             return not_found
@@ -84,15 +79,12 @@ def query(
 def mutation(
     operation: Callable[..., T], info: GraphQLResolveInfo, **kwargs: Any
 ) -> tuple[T | None, tuple[FieldError, ...]]:
-    """Run one domain operation: all of its writes, or none of them. When the transaction
-    holds nothing else yet, a refusal rolls it back; otherwise a savepoint keeps the rest. An
-    operation that writes with one statement, alone in its request, needs no transaction
-    around that statement."""
+    """Run one domain operation in the request's transaction (committed once, when the request
+    ends): all of its writes, or none of them. When the transaction holds nothing else yet, a
+    refusal rolls it back; otherwise a savepoint keeps the rest."""
     actor = actor_of(info)
     # The request's Session itself: each use of the `db.session` proxy looks it up again.
     session = db.session()
-    if getattr(operation, "one_statement", False) and is_whole_operation(info):
-        commit_each_statement(session)
     if has_written(session):
         try:
             with session.begin_nested():
@@ -107,12 +99,6 @@ def mutation(
     except Exception:
         session.rollback()  # a bug must not leave half of an operation to be committed
         raise
-
-
-def is_whole_operation(info: GraphQLResolveInfo) -> bool:
-    """Whether this field is all its operation asks for at the top: nothing runs after it."""
-    selections = info.operation.selection_set.selections
-    return len(selections) == 1 and isinstance(selections[0], FieldNode)
 
 
 def payload(

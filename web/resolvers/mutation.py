@@ -7,7 +7,7 @@ from typing import Any
 from ariadne import MutationType
 from graphql import GraphQLResolveInfo
 
-from models import customers, orders, sending
+from models import customers, orders, placing, resending
 from web.resolvers.common import count_sms, mutation, payload, settings_of
 
 mutation_type = MutationType()
@@ -47,7 +47,7 @@ def resolve_create_order(_, info: GraphQLResolveInfo, input: dict[str, Any]):
     fields["details"] = fields.pop("order_details", None)
     settings = settings_of(info)
     result, errors = mutation(
-        orders.create_order,
+        placing.create_order,
         info,
         default_currency=settings.default_currency,
         company=settings.company_name,
@@ -87,5 +87,5 @@ def resolve_cancel_order(_, info: GraphQLResolveInfo, order_id: str, reason: str
 @mutation_type.field("resendNotification")
 def resolve_resend_notification(_, info: GraphQLResolveInfo, id: str):
     count_sms(info)
-    notification, errors = mutation(sending.resend, info, notification_id=id)
+    notification, errors = mutation(resending.resend, info, notification_id=id)
     return payload("notification", notification, errors, "Notification queued again.")
