@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from common.settings import Settings
 from dev.idp import DevIdentityProvider
 from models.db import db
 from web import create_app
-from web.config import Settings
 from web.identity import IdentityProvider
 
 PASSWORD = "Pw-7f3e9c1a-not-in-any-log"

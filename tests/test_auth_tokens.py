@@ -19,10 +19,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 
+from common.settings import Settings
 from dev.idp import DevIdentityProvider, RunningServer
 from models.db import db
 from web import create_app
-from web.config import Settings
 from web.tokens import FETCH_TIMEOUT_SECONDS, JWKS_TTL_SECONDS, JWKSCache
 
 JANE_SUB = "2c95d280-3560-4991-af5d-d592b6982eb4"

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from kubernetes_validate import utils as kubernetes_validate
 
+from common.settings import ConfigError, Settings
 from tests.defaults import not_defaults
-from web.config import ConfigError, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"

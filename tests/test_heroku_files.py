@@ -9,14 +9,14 @@ import secrets
 
 import yaml
 
-from tests.heroku import ROOT, app_json, procfile
-from web.config import (
+from common.settings import (
     _VARIABLES,
     MODE_VARIABLES,
     OPERATOR_SECRETS,
     PRODUCTION_REQUIRED,
     Settings,
 )
+from tests.heroku import ROOT, app_json, procfile
 
 # What the add-ons set: the config var of each attachment.
 ADDON_VARIABLES = {"heroku-postgresql": "DATABASE_URL", "heroku-redis": "REDIS_URL"}

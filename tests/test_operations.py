@@ -18,11 +18,11 @@ import pytest
 from flask import request_finished
 from sqlalchemy import text
 
+from common.logs import JsonFormatter
 from models.db import PING_AFTER_IDLE_SECONDS, db
 from tests.clients import GraphQLClient
 from tests.conftest import SERVER_URL, _admin_dsn
 from web.access_log import access_line
-from web.logs import JsonFormatter
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,9 +15,11 @@ from decimal import Decimal
 
 import kombu
 import redis
+from celery import Celery
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
+from models import outbox
 from models.notifications import Notification, NotificationKind
 from tests.clients import GraphQLClient
 from tests.conftest import REDIS_URL
@@ -30,8 +32,6 @@ from tests.sms_support import (  # noqa: F401 - task_queue is a fixture, used by
     task_queue,
     wait_for,
 )
-from worker import outbox
-from worker.celery_app import celery_app
 from worker.tasks import sweep
 
 
@@ -190,10 +190,11 @@ def test_a_relay_stopped_by_an_unexpected_error_starts_again_and_publishes(caplo
     # The first broker client is set up wrong (a pool size that is no number): using it raises
     # ValueError, which no broker outage does. The next one is as the relay makes them.
     clients = [kombu.Connection(REDIS_URL, transport_options={"max_connections": "many"})]
+    broker = Celery("tests", broker=REDIS_URL, set_as_current=False)
     relay = outbox.Relay(
-        REDIS_URL,
+        broker,
         queue_name,
-        connect=lambda: clients.pop() if clients else celery_app.connection_for_write(REDIS_URL),
+        connect=lambda: clients.pop() if clients else broker.connection_for_write(),
     )
 
     def restarts() -> float:
@@ -205,7 +206,7 @@ def test_a_relay_stopped_by_an_unexpected_error_starts_again_and_publishes(caplo
 
     restarted, lost = restarts(), dropped()
     held, later = uuid.uuid4(), uuid.uuid4()
-    with caplog.at_level(logging.ERROR, logger="worker.outbox"):
+    with caplog.at_level(logging.ERROR, logger="models.outbox"):
         relay.submit([held])
         wait_for(lambda: restarts() > restarted, timeout=10)
         relay.submit([later])
@@ -217,7 +218,7 @@ def test_a_relay_stopped_by_an_unexpected_error_starts_again_and_publishes(caplo
     assert [task["args"][0] for task in tasks] == [[str(later)]]  # the held one: the sweep's
     assert restarts() == restarted + 1
     assert dropped() == lost + 1
-    (record,) = [r for r in caplog.records if r.name == "worker.outbox"]
+    (record,) = [r for r in caplog.records if r.name == "models.outbox"]
     assert record.levelno == logging.ERROR
     assert record.exc_info[0] is ValueError
 
@@ -229,7 +230,8 @@ def test_redis_going_away_under_a_connected_relay_is_an_outage_not_an_error(capl
     port = _free_port()
     server = _redis_server(port)
     url = f"redis://127.0.0.1:{port}/0"
-    relay = outbox.Relay(url, f"relay-outage-{uuid.uuid4().hex[:8]}")
+    broker = Celery("tests", broker=url, set_as_current=False)
+    relay = outbox.Relay(broker, f"relay-outage-{uuid.uuid4().hex[:8]}")
 
     def series(name: str, **labels: str) -> float:
         return REGISTRY.get_sample_value(name, labels) or 0.0
@@ -242,9 +244,9 @@ def test_redis_going_away_under_a_connected_relay_is_an_outage_not_an_error(capl
         down = series("sms_relay_dropped_total", reason="broker_down")
         failed = series("sms_relay_dropped_total", reason="relay_error")
         restarts = series("sms_relay_restarts_total")
-        with caplog.at_level(logging.WARNING, logger="worker.outbox"):
+        with caplog.at_level(logging.WARNING, logger="models.outbox"):
             relay.submit([uuid.uuid4()])
-            wait_for(lambda: [r for r in caplog.records if r.name == "worker.outbox"])
+            wait_for(lambda: [r for r in caplog.records if r.name == "models.outbox"])
     finally:
         if server.poll() is None:
             server.kill()
@@ -252,7 +254,7 @@ def test_redis_going_away_under_a_connected_relay_is_an_outage_not_an_error(capl
     assert series("sms_relay_dropped_total", reason="broker_down") == down + 1
     assert series("sms_relay_dropped_total", reason="relay_error") == failed
     assert series("sms_relay_restarts_total") == restarts
-    assert [r.levelno for r in caplog.records if r.name == "worker.outbox"] == [logging.WARNING]
+    assert [r.levelno for r in caplog.records if r.name == "models.outbox"] == [logging.WARNING]
 
 
 def _free_port() -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import http.server
-import importlib
 import json
 import logging
 import os
@@ -22,10 +21,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from celery import Celery
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 import celeryconfig
+from common.settings import ConfigError, Settings
+from models import outbox
 from models.actors import Actor
 from models.notifications import (
     SMS_LIMIT,
@@ -63,9 +65,7 @@ from tests.sms_support import (  # noqa: F401 - fixtures, used by name
     tasks_app,
 )
 from web import create_app
-from web.config import Settings
-from worker import outbox, senders
-from worker.celery_app import celery_app
+from worker import senders
 from worker.senders import (
     AfricasTalkingSender,
     ConsoleSender,
@@ -788,15 +788,16 @@ def test_the_sweep_purges_idempotency_keys_older_than_a_day(session):
 def test_the_sweep_timings_meet_the_operating_promises():
     """DESIGN.md: QUEUED rows go within 90 s of Redis coming back, rows a dead worker left
     SENDING within 2 minutes; the sweep runs every 30 s."""
-    interval = celeryconfig.beat_schedule["sweep-notifications"]["schedule"]
-    assert celeryconfig.beat_schedule["sweep-notifications"]["task"] == "notifications.sweep"
+    sweep = celeryconfig.config(Settings())["beat_schedule"]["sweep-notifications"]
+    interval = sweep["schedule"]
+    assert sweep["task"] == "notifications.sweep"
     assert interval == 30.0
     assert Settings().sms_sweep_grace_seconds + interval <= 90
     lease = Settings().sms_lease_seconds
     assert lease + interval <= 120
-    assert lease > celeryconfig.task_time_limit
+    assert lease > celeryconfig.TASK_TIME_LIMIT
     # Sweeps piled up while no worker ran are dropped, all but the newest.
-    assert celeryconfig.beat_schedule["sweep-notifications"]["options"]["expires"] <= interval
+    assert sweep["options"]["expires"] <= interval
 
 
 # -- senders --------------------------------------------------------------------------------
@@ -845,67 +846,34 @@ def test_with_an_api_key_the_africas_talking_sender_uses_at_api_url(sms_settings
 # -- celeryconfig ---------------------------------------------------------------------------
 
 
-def test_every_countdown_plus_the_time_limit_stays_below_the_visibility_timeout(sms_settings):
-    visibility = celery_app.conf.broker_transport_options["visibility_timeout"]
+def test_a_backoff_cap_a_redelivery_would_overtake_is_refused_at_start(sms_settings):
+    """Redis hands an unacknowledged task to another worker after its visibility timeout: a
+    retry waiting longer would send its SMS twice."""
     longest_countdown = max(
         backoff(attempt, sms_settings).total_seconds() for attempt in range(1, 50)
     )
-    default_cap = type(sms_settings)().sms_backoff_cap
+    assert longest_countdown + celeryconfig.TASK_TIME_LIMIT < celeryconfig.VISIBILITY_TIMEOUT
+    assert Settings.from_env({"SMS_BACKOFF_CAP": "3000"}).sms_backoff_cap == 3000
 
-    assert celery_app.conf.task_time_limit == celeryconfig.task_time_limit
-    assert longest_countdown + celeryconfig.task_time_limit < visibility
-    assert default_cap + celeryconfig.task_time_limit < visibility
-    assert celeryconfig.task_soft_time_limit < celeryconfig.task_time_limit
-
-
-def test_celery_acknowledges_late_and_redelivers_tasks_of_a_lost_worker():
-    conf = celery_app.conf
-    assert conf.task_acks_late is True
-    assert conf.task_reject_on_worker_lost is True
-    assert conf.worker_prefetch_multiplier == 1
-    assert conf.broker_connection_retry_on_startup is True
+    with pytest.raises(ConfigError, match="SMS_BACKOFF_CAP must be below 3555 seconds"):
+        Settings.from_env({"SMS_BACKOFF_CAP": "3555"})
 
 
-def test_celery_speaks_json_only_and_workers_send_task_events():
-    conf = celery_app.conf
-    assert conf.task_serializer == "json"
-    assert conf.result_serializer == "json"
-    assert list(conf.accept_content) == ["json"]
-    assert conf.worker_send_task_events is True
-    assert conf.task_send_sent_event is False  # a second publish per task, from the web
-    assert conf.task_track_started is True
-
-
-def _celeryconfig_in(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("SMS_", "REDIS_"))}
-    return subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import celeryconfig; print(getattr(celeryconfig, 'broker_use_ssl', None))",
-        ],
+def test_a_worker_with_a_backoff_cap_beyond_the_visibility_timeout_does_not_start():
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SMS_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "--app", "worker.main", "worker", "--help"],
         cwd=ROOT,
-        env={**environ, **env},
+        env={**environ, "SMS_BACKOFF_CAP": "4000"},
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=60,
         check=False,
     )
 
-
-def test_a_rediss_url_turns_on_tls_with_certificate_checks():
-    result = _celeryconfig_in({"REDIS_URL": "rediss://cache.example.com:6380/0"})
-
-    assert result.returncode == 0, result.stderr
-    assert "ssl_cert_reqs" in result.stdout
-    assert "CERT_REQUIRED" in result.stdout
-
-
-def test_a_backoff_cap_beyond_the_visibility_timeout_is_refused():
-    result = _celeryconfig_in({"SMS_BACKOFF_CAP": "4000"})
-
     assert result.returncode != 0
-    assert "visibility_timeout" in result.stderr or "AssertionError" in result.stderr
+    assert "configuration error: SMS_BACKOFF_CAP must be below" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_each_gateway_outcome_maps_to_one_decision():
@@ -1077,7 +1045,8 @@ def test_a_number_the_sdk_refuses_is_a_permanent_failure_without_a_request(gatew
 
 def test_a_full_relay_backlog_drops_ids_for_the_sweep_and_never_blocks(monkeypatch, caplog):
     monkeypatch.setattr(outbox, "BACKLOG_LIMIT", 2)
-    relay = outbox.Relay("redis://127.0.0.1:1/0", "nowhere")  # publishing hangs, then fails
+    unreachable = Celery("tests", broker="redis://127.0.0.1:1/0", set_as_current=False)
+    relay = outbox.Relay(unreachable, "nowhere")  # publishing hangs, then fails
 
     started = time.monotonic()
     with caplog.at_level(logging.WARNING):
@@ -1086,30 +1055,6 @@ def test_a_full_relay_backlog_drops_ids_for_the_sweep_and_never_blocks(monkeypat
     assert time.monotonic() - started < 0.5
     assert "backlog full" in caplog.text
     assert relay.published == 0
-
-
-def test_tasks_create_their_flask_app_once_when_none_is_bound():
-    module = importlib.import_module("worker.celery_app")
-    previous = module._flask_app
-    module._flask_app = None
-    try:
-        first = module.flask_app()
-        assert module.flask_app() is first
-        assert "SETTINGS" in first.config
-    finally:
-        dispose(module._flask_app)
-        module._flask_app = previous
-
-
-def test_a_reused_pool_thread_starts_each_task_without_a_request_id():
-    from web.logs import request_id_var
-
-    module = importlib.import_module("worker.celery_app")
-    request_id_var.set("left-by-the-previous-task")
-
-    module._forget_request_id()
-
-    assert request_id_var.get() is None
 
 
 # -- message text and gateway answers added after review ----------------------------------

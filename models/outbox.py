@@ -15,9 +15,10 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from celery import Celery
 from flask import Flask, current_app, has_app_context
 from kombu import Connection
 from kombu.exceptions import BatchPublishError
@@ -25,10 +26,9 @@ from kombu.exceptions import OperationalError as BrokerUnreachable
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from common.metrics import RELAY_DROPPED, RELAY_RESTARTS
 from models.db import commits_each_statement
 from models.notifications import OUTBOX_KEY
-from web.metrics import RELAY_DROPPED, RELAY_RESTARTS
-from worker.celery_app import celery_app
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -71,25 +71,18 @@ def _full_tasks(batch: list[str], carried: int) -> tuple[list[str], list[str]]:
 
 
 class Relay:
-    """Publishes notification ids to one broker and queue from one daemon thread per process.
-
-    `connect` makes the broker connection (default: Celery's, to `broker_url`, with `ssl`)."""
+    """Publishes notification ids to `celery_app`'s broker, on `queue_name`, from one daemon
+    thread per process. `connect` makes the broker connection (default: the Celery app's)."""
 
     def __init__(
         self,
-        broker_url: str,
+        celery_app: Celery,
         queue_name: str,
-        ssl: Mapping[str, Any] | None = None,
         connect: Callable[[], Connection] | None = None,
     ) -> None:
-        self.broker_url = broker_url
+        self.celery_app = celery_app
         self.queue_name = queue_name
-        # TLS options of a rediss:// URL; False keeps Celery's (the environment's) out of a
-        # plain connection.
-        self.ssl = dict(ssl) if ssl else False
-        self._connect = connect or (
-            lambda: celery_app.connection_for_write(broker_url, ssl=self.ssl)
-        )
+        self._connect = connect or celery_app.connection_for_write
         self._queue: queue.Queue[str] = queue.Queue(maxsize=BACKLOG_LIMIT)
         self._pid: int | None = None
         self._lock = threading.Lock()
@@ -186,11 +179,11 @@ class Relay:
                 *connection.connection_errors,
                 *connection.channel_errors,
             )
-            self._producer = celery_app.amqp.Producer(connection, auto_declare=False)
+            self._producer = self.celery_app.amqp.Producer(connection, auto_declare=False)
         try:
             with self._producer.batch():
                 for batch in batches(notification_ids):
-                    celery_app.send_task(
+                    self.celery_app.send_task(
                         SEND_BATCH_TASK,
                         args=(batch,),
                         queue=self.queue_name,
@@ -224,12 +217,10 @@ def _after_rollback(session: Session) -> None:
         current_app.extensions["outbox_relay"].submit(ids)
 
 
-def init_app(
-    app: Flask, broker_url: str, queue_name: str, ssl: Mapping[str, Any] | None = None
-) -> None:
-    """Give `app` its relay (`ssl`: the TLS options of a rediss:// URL), and publish
-    remembered notification ids after every commit."""
-    app.extensions["outbox_relay"] = Relay(broker_url, queue_name, ssl)
+def init_app(app: Flask, celery_app: Celery, queue_name: str) -> None:
+    """Give `app` its relay to `celery_app`'s broker, and publish remembered notification ids
+    after every commit."""
+    app.extensions["outbox_relay"] = Relay(celery_app, queue_name)
     if not event.contains(Session, "after_commit", _after_commit):
         event.listen(Session, "after_commit", _after_commit)
         event.listen(Session, "after_rollback", _after_rollback)
