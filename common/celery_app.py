@@ -20,7 +20,9 @@ def celery_init_app(app: Flask) -> Celery:
             with app.app_context():
                 return self.run(*args, **kwargs)
 
-    celery_app = Celery("orders", task_cls=FlaskTask)
+    # The default app, not this thread's current one: a test's later app must not take over
+    # the tasks a test runs in the app it chose (`set_current`).
+    celery_app = Celery("orders", task_cls=FlaskTask, set_as_current=False)
     celery_app.config_from_object(celeryconfig.config(app.config["SETTINGS"]))
     celery_app.set_default()
     app.extensions["celery"] = celery_app

@@ -40,16 +40,13 @@ PAUSE_AFTER_FAILURE_SECONDS = 5.0
 RESTART_PAUSE_SECONDS = 1.0
 PUBLISH_BATCH = 100
 # After the first id of a batch, wait this long for more (unless a full batch is already
-# there): a publish costs about three times as much CPU per id alone as in a batch of ten,
-# the tasks come out fuller, and an SMS 50 ms (or, left over from a full task, 100 ms)
-# later is no later to anyone.
+# there): a publish costs far more CPU per id alone than in a batch, and an SMS 50 ms later
+# is no later to anyone.
 GATHER_SECONDS = 0.05
 SEND_BATCH_TASK = "notifications.send_batch"
 # Ids per task. The worker sends a task's messages side by side, so a batch takes about as
-# long as one send, and Celery's own cost per task (receive, ack, events) and the batch's
-# database round trips are paid once for all of them. Twenty drained 5,000 SMS at 367 to 449
-# SMS/s where ten did 275 to 280 (`python -m bench.run --only drain`, alternated); thirty did
-# 333 to 351, its 960 send threads a process taking turns on one core.
+# long as one send, and Celery's own cost per task and the batch's database round trips are
+# paid once for all of them (the sizes tried are in bench/README.md).
 TASK_BATCH = 20
 
 

@@ -330,7 +330,7 @@ class WorkerProcess:
         self.lines: list[str] = []
         self.started = 0
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:
         assert self.process is None, "a worker is already running"
         self.lines = []
         self.process = subprocess.Popen(
