@@ -3,7 +3,9 @@
 bench/load.py runs a closed loop: each connection sends its next request when the last answer
 arrived, so the rate is whatever the service manages. Here request i is due at start + i/rate
 whatever the answers, and whichever of `connections` keep-alive connections is free sends it;
-a request no connection is free for waits, and that wait counts in its latency. Each answer is
+a request no connection is free for waits, and that wait counts in its latency; one still
+waiting `give_up` seconds after it was due is never sent (its record stays null), so a service
+that cannot keep up ends the run late by that much, not by its whole backlog. Each answer is
 written out with its moment (epoch seconds, the clock the SMS gateway stamps its messages
 with) and the order id it names, for the harness to match with the messages the gateway got.
 
@@ -47,6 +49,7 @@ class OpenLoopSpec:
     rate: float
     duration: float
     connections: int = 64
+    give_up: float = 10.0
     headers: dict[str, str] = field(default_factory=dict)
     prefix: str = "open"
     id_path: tuple[str, ...] = ("data", "createOrder", "order", "id")
@@ -80,6 +83,8 @@ def _sender(spec: OpenLoopSpec, due: queue.Queue, out: list[list[Any] | None]) -
     connection = connect()
     while (item := due.get()) is not None:
         index, due_at = item
+        if time.time() - due_at > spec.give_up:
+            continue
         time.sleep(max(0.0, due_at - time.time()))
         body = f"{head}{spec.prefix}-{index}{tail}".encode()
         sent = time.time()
