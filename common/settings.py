@@ -9,9 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -19,6 +17,7 @@ from dotenv import dotenv_values
 
 from celeryconfig import TASK_TIME_LIMIT, VISIBILITY_TIMEOUT
 from common import setting_values as parse
+from common.config_errors import ConfigError
 from common.secret_checks import MIN_SECRET_LENGTH, production_weaknesses, secret_weakness
 from common.setting_values import REDIS_CERT_REQS
 
@@ -80,35 +79,6 @@ def warn_once(settings: Settings) -> None:
             "whoever can intercept the connection can pose as Redis (TLS still encrypts it); "
             "Heroku Redis needs it for its self-signed certificate"
         )
-
-
-class ConfigError(RuntimeError):
-    """A missing or malformed setting; the message names the variable."""
-
-
-def _report_config_error(kind: type[BaseException], error: BaseException, trace: Any) -> None:
-    # A process that stops on a setting (flask, celery) prints the message alone: it names the
-    # variable, and a page of traceback above it would only hide it. gunicorn prints its own
-    # one-line "Error:" for a RuntimeError such as this.
-    if isinstance(error, ConfigError):
-        print(f"configuration error: {error}", file=sys.stderr)
-    else:
-        _previous_excepthook(kind, error, trace)
-
-
-_previous_excepthook = sys.excepthook
-sys.excepthook = _report_config_error
-
-
-@contextmanager
-def stop_on_config_error() -> Iterator[None]:
-    """Stop the process with the message alone on a `ConfigError`, where a caller (Celery's
-    command line) would print the traceback of any error it meets."""
-    try:
-        yield
-    except ConfigError as error:
-        print(f"configuration error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def check_secret(name: str, value: str | None, min_length: int = MIN_SECRET_LENGTH) -> None:

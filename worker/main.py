@@ -11,7 +11,7 @@ from typing import Any
 
 from celery import signals
 
-from common.settings import stop_on_config_error
+from common.config_errors import stop_on_config_error
 
 with stop_on_config_error():
     from common.logs import reset_context
