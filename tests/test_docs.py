@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from common.settings import _VARIABLES, MODE_VARIABLES
 from tests.defaults import process_defaults
 from tests.docs_support import (
     DOCS,
@@ -23,7 +24,6 @@ from tests.docs_support import (
     table_names,
 )
 from tests.heroku import app_json
-from common.settings import _VARIABLES, MODE_VARIABLES
 
 FIRST_SCREEN_LINES = 24
 # What the tree holds besides its own files: installed packages, embedded servers' data.
