@@ -33,6 +33,7 @@ from tests.sms_support import (  # noqa: F401 - fixtures, used by name
     ROOT,
     OrderFactory,
     WorkerProcess,
+    bound,
     celery_worker,
     committed_sms,
     dispose,
@@ -325,7 +326,8 @@ def test_orders_placed_while_redis_was_down_are_sent_by_the_sweep(
     # Data setup standing in for the time that passed: the rows are overdue for the sweep.
     execute(sms_app, "UPDATE notifications SET next_attempt_at = now() - interval '2 minutes'")
 
-    sweep.apply_async(queue=settings.celery_queue)  # what beat does every 30 s
+    with bound(sms_app):
+        sweep.apply_async(queue=settings.celery_queue)  # what beat does every 30 s
 
     rows = [wait_until(sms_app, o, "ORDER_PLACED", NotificationStatus.SENT) for o in order_ids]
     assert sorted(m["message_id"] for m in gateway.messages) == sorted(
@@ -353,7 +355,8 @@ def test_an_sms_whose_worker_was_killed_mid_send_is_sent_again_after_the_lease(
         "UPDATE notifications SET lease_expires_at = now() - interval '1 second' WHERE id = :id",
         id=str(sending.id),
     )
-    sweep.apply_async(queue=settings.celery_queue)
+    with bound(sms_app):
+        sweep.apply_async(queue=settings.celery_queue)
 
     row = wait_until(sms_app, order_id, "ORDER_PLACED", NotificationStatus.SENT)
     assert row.attempts == 2
@@ -413,7 +416,8 @@ def test_a_send_that_outlives_sms_timeout_is_abandoned_long_before_its_lease(
     notification_id = queued_row(sms_app)
     gateway.latency = 5  # the gateway answers after the worker stopped waiting
 
-    send_notification.apply_async((str(notification_id),), queue=impatient_worker.queue)
+    with bound(sms_app):
+        send_notification.apply_async((str(notification_id),), queue=impatient_worker.queue)
 
     def retried():
         """the send to be given up and queued again"""
