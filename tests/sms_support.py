@@ -268,6 +268,33 @@ def publications_of(notification_id: uuid.UUID | str, queue: str) -> list[dict[s
     ]
 
 
+def published_ids(queue: str) -> list[str]:
+    """The notification ids the send tasks waiting in `queue` carry, once per publication."""
+    ids: list[str] = []
+    for task in published_tasks(queue):
+        if task["task"] == "notifications.send_batch":
+            ids.extend(task["args"][0])
+        elif task["task"] == "notifications.send":
+            ids.extend(task["args"])
+    return ids
+
+
+def relayed(relay: Any, queue: str) -> list[str]:
+    """The ids published to `queue` once everything handed to `relay` until now is out: the
+    relay keeps the order it is handed ids in, so when a marker handed to it now reaches the
+    queue, every id handed to it before has too (or was dropped, and counted). No waiting
+    for a while to see whether something comes."""
+    marker = str(uuid.uuid4())
+    relay.submit([uuid.UUID(marker)])
+
+    def out() -> bool:
+        """the relay's marker to reach the queue"""
+        return marker in published_ids(queue)
+
+    wait_for(out)
+    return [published for published in published_ids(queue) if published != marker]
+
+
 def wait_for(check: Callable[[], Any], *, timeout: float = POLL_DEADLINE, every: float = 0.1):
     """Poll `check` until it returns something truthy; fail the test after `timeout`."""
     deadline = time.monotonic() + timeout
@@ -322,10 +349,13 @@ def procfile_pool() -> str:
 class WorkerProcess:
     """`celery --app worker.main worker` as a subprocess on this run's queue; start, kill, stop."""
 
-    def __init__(self, env: dict[str, str], *, pool: str | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], *, pool: str | None = None, concurrency: int = 4
+    ) -> None:
         self.env = env
         self.queue = env["CELERY_QUEUE"]
         self.pool = pool or procfile_pool()
+        self.concurrency = concurrency
         self.process: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
         self.started = 0
@@ -340,7 +370,7 @@ class WorkerProcess:
                 "worker.main",
                 "worker",
                 f"--pool={self.pool}",
-                "--concurrency=4",
+                f"--concurrency={self.concurrency}",
                 "-Q",
                 self.queue,
                 "--without-mingle",
