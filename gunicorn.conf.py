@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 # Metrics from every worker process are summed through files in this directory; it must be
-# set before the app (and prometheus_client) is imported. web/metrics.py creates it.
+# set before the app (and prometheus_client) is imported. common/metrics.py creates it.
 if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     # Ours alone: counters of a previous run on this host must not be added to this one's.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(

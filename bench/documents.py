@@ -1,6 +1,6 @@
 """Hostile GraphQL documents: for each way a small document can make validation expensive,
 the worst one that still fits the production limits (tokens, fields, depth, a 64 KiB body;
-the defaults of `web.config.Settings`), or just does not. The bench sends each without a
+the defaults of `common.settings.Settings`), or just does not. The bench sends each without a
 token and times the answer; those in `SIGNED_IN`, which make the database work rather than
 validation, it sends as an admin who sees `ORDERS_OF_OTHERS` orders, each of a customer of
 its own.
@@ -20,8 +20,8 @@ from typing import Any
 
 from graphql import get_operation_ast, parse
 
+from common.settings import Settings
 from models.pagination import MAX_PAGE
-from web.config import Settings
 from web.document_limits import cost, measure
 from web.graphql import MAX_FRAGMENTS, MAX_MERGED_PAIRS, MAX_OPERATIONS, build_schema
 

@@ -163,7 +163,7 @@ def _run_wrk(spec: LoadSpec, work_dir: Path, name: str) -> LoadResult:
 # -- the Python generator -------------------------------------------------------------------------
 
 
-def _percentile(ordered: list[float], percent: float) -> float:
+def percentile(ordered: list[float], percent: float) -> float:
     """Nearest-rank percentile of an ascending list."""
     if not ordered:
         return 0.0
@@ -260,9 +260,9 @@ def generate(spec: LoadSpec) -> LoadResult:
         errors=sum(out["errors"] for out in outs),
         exhausted=sum(out["exhausted"] for out in outs),
         rps=round(len(latencies) / duration, 1),
-        p50_ms=round(_percentile(latencies, 50), 3),
-        p90_ms=round(_percentile(latencies, 90), 3),
-        p99_ms=round(_percentile(latencies, 99), 3),
+        p50_ms=round(percentile(latencies, 50), 3),
+        p90_ms=round(percentile(latencies, 90), 3),
+        p99_ms=round(percentile(latencies, 99), 3),
         max_ms=round(latencies[-1], 3) if latencies else 0.0,
         mean_ms=round(sum(latencies) / len(latencies), 3) if latencies else 0.0,
     )

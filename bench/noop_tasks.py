@@ -7,11 +7,11 @@ loads it into a worker of its own with `--include bench.noop_tasks`.
 
 from __future__ import annotations
 
-from worker.celery_app import celery_app
+from celery import shared_task
 
 NOOP_TASK = "bench.noop"
 
 
-@celery_app.task(name=NOOP_TASK)
+@shared_task(name=NOOP_TASK)
 def noop() -> None:
     """Nothing at all."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import http.client
+import json
 import os
 import re
 import resource
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
@@ -174,6 +176,23 @@ def http_status(url: str, method: str = "GET", timeout: float = 2.0) -> int | No
         return None
     finally:
         connection.close()
+
+
+def request_json(
+    port: int, method: str, path: str, body: str | None, headers: dict[str, str]
+) -> tuple[int, Any]:
+    """One request to a local service: its status and JSON answer (None if not JSON)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        connection.request(method, path, body.encode() if body else None, headers)
+        response = connection.getresponse()
+        raw = response.read()
+    finally:
+        connection.close()
+    try:
+        return response.status, json.loads(raw)
+    except ValueError:
+        return response.status, None
 
 
 def log_contains(process: Managed, pattern: str) -> bool:

@@ -4,7 +4,7 @@
     python -m bench.publish --broker redis://... --queue Q --task bench.noop --count 5000
 
 With --relay the notification ids in the file go out exactly as the web process's outbox relay
-sends them (`worker.outbox.Relay.publish`, a full pipeline at a time: batch tasks of twenty ids).
+sends them (`models.outbox.Relay.publish`, a full pipeline at a time: batch tasks of twenty ids).
 With --task, one task per line of --ids-file (its single argument), or --count tasks without
 arguments, from a bare Celery app of its own (only the broker URL and JSON).
 Prints one JSON line: {"published": N, "started": epoch, "finished": epoch}.
@@ -37,9 +37,9 @@ def publish(broker: str, queue: str, task: str, args_list: list[tuple[str, ...]]
 
 def relay(broker: str, queue: str, ids: list[str]) -> dict:
     """Publish `ids` through the service's own outbox relay, as its thread would."""
-    from worker.outbox import PUBLISH_BATCH, Relay, batches  # the service, only for this mode
+    from models.outbox import PUBLISH_BATCH, Relay, batches  # the service, only for this mode
 
-    publisher = Relay(broker, queue)
+    publisher = Relay(Celery("bench-relay", broker=broker, set_as_current=False), queue)
     started = time.time()
     for pipeline in batches(ids, PUBLISH_BATCH):
         publisher.publish(pipeline)

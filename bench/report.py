@@ -1,4 +1,4 @@
-"""The targets of issue 6, checked against one run's figures, as a table and as JSON."""
+"""A run's rows (a figure, and the target it is held to, if any), as a table and as JSON."""
 
 from __future__ import annotations
 

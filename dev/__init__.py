@@ -1,5 +1,13 @@
 """Development stand-ins: the service runner, an OpenID provider and an SMS gateway.
 
+- `dev.services` runs a command with PostgreSQL and Redis (`dev.postgres_server`,
+  `dev.redis_server`, on the process machinery of `dev.processes`) and optionally dev.idp.
+- `dev.idp` serves a Keycloak-shaped realm over HTTP; its tokens come from `dev.idp_tokens`,
+  its users from `dev.idp_users`.
+- `dev.sms_gateway` imitates Africa's Talking's SMS API: what it answers is `dev.sms_protocol`,
+  what it records `dev.sms_ledger`, its admin API `dev.sms_admin`, and `dev.replies` tells
+  whether a reply reached the client.
+
 None of them may run in production; each refuses to start there.
 """
 

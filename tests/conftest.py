@@ -23,11 +23,11 @@ from flask_migrate import upgrade
 from sqlalchemy import make_url, text
 from sqlalchemy.orm import scoped_session, sessionmaker
 
+from common.settings import Settings
 from dev.idp import DevIdentityProvider
 from models.db import db
 from tests.clients import GraphQLClient
 from web import create_app
-from web.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from web.config import _VARIABLES, Settings
+from common.settings import _VARIABLES, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from common.settings import Settings
 from models.db import db
 from tests.clients import GraphQLClient
 from web import create_app
-from web.config import Settings
 
 SHIPPED = Settings()  # the defaults a deployment gets without setting anything
 

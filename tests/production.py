@@ -22,8 +22,8 @@ from pathlib import Path
 import psutil
 import requests
 
+from common.settings import Settings
 from tests.conftest import CLIENT_SECRET, QUEUE, REDIS_URL
-from web.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"

@@ -8,7 +8,6 @@ Import the fixtures you use into a test module (`from tests.sms_support import .
 from __future__ import annotations
 
 import base64
-import importlib
 import json
 import os
 import re
@@ -25,12 +24,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import celery
 import pytest
 import redis
 from flask import Flask
 from sqlalchemy import select, text
 from werkzeug.serving import make_server
 
+from common.settings import Settings
 from dev.sms_gateway import FakeSmsGateway, RunningGateway
 from models.db import db
 from models.notifications import (
@@ -44,8 +45,6 @@ from models.notifications import (
 from models.sending import Claimed, Settlement, claim, settle
 from tests.factories import OrderFactory, OutboxMessage, enqueue
 from web import create_app
-from web.config import Settings
-from worker.celery_app import bind_flask_app, celery_app
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sandbox-api-key-of-the-test-gateway"  # as long as a real one
@@ -113,15 +112,14 @@ def sms_app(app: Flask, sms_settings: Settings) -> Iterator[Flask]:
 
 @contextmanager
 def bound(application: Flask) -> Iterator[Flask]:
-    """Run tasks called in this process inside `application`; restore the previous app after."""
-    # `worker.celery_app` the attribute is the Celery app; the module holds the bound app.
-    module = importlib.import_module("worker.celery_app")
-    previous = module._flask_app
-    bind_flask_app(application)
+    """Run tasks called in this process (and publish the tasks they publish) with
+    `application`'s Celery app; restore the previous one after."""
+    previous = celery.current_app._get_current_object()
+    application.extensions["celery"].set_current()
     try:
         yield application
     finally:
-        module._flask_app = previous
+        previous.set_current()
 
 
 @pytest.fixture
@@ -237,15 +235,9 @@ def set_row(session: Any, notification_id: uuid.UUID | str, assignments: str, **
 
 
 @pytest.fixture(scope="session")
-def task_queue(settings: Settings) -> Iterator[str]:
-    """The queue tasks published from this process go to (Celery's default queue); emptied at
-    the end if it is not the run's queue, which conftest empties."""
-    name = celery_app.conf.task_default_queue
-    yield name
-    if name != settings.celery_queue:
-        client = redis.Redis.from_url(REDIS_URL)
-        client.delete(name)
-        client.close()
+def task_queue(settings: Settings) -> str:
+    """The queue tasks published from this process go to: the run's (conftest empties it)."""
+    return settings.celery_queue
 
 
 def published_tasks(queue: str) -> list[dict[str, Any]]:
@@ -274,6 +266,33 @@ def publications_of(notification_id: uuid.UUID | str, queue: str) -> list[dict[s
         if (task["task"] == "notifications.send" and task["args"] == [wanted])
         or (task["task"] == "notifications.send_batch" and wanted in task["args"][0])
     ]
+
+
+def published_ids(queue: str) -> list[str]:
+    """The notification ids the send tasks waiting in `queue` carry, once per publication."""
+    ids: list[str] = []
+    for task in published_tasks(queue):
+        if task["task"] == "notifications.send_batch":
+            ids.extend(task["args"][0])
+        elif task["task"] == "notifications.send":
+            ids.extend(task["args"])
+    return ids
+
+
+def relayed(relay: Any, queue: str) -> list[str]:
+    """The ids published to `queue` once everything handed to `relay` until now is out: the
+    relay keeps the order it is handed ids in, so when a marker handed to it now reaches the
+    queue, every id handed to it before has too (or was dropped, and counted). No waiting
+    for a while to see whether something comes."""
+    marker = str(uuid.uuid4())
+    relay.submit([uuid.UUID(marker)])
+
+    def out() -> bool:
+        """the relay's marker to reach the queue"""
+        return marker in published_ids(queue)
+
+    wait_for(out)
+    return [published for published in published_ids(queue) if published != marker]
 
 
 def wait_for(check: Callable[[], Any], *, timeout: float = POLL_DEADLINE, every: float = 0.1):
@@ -328,27 +347,30 @@ def procfile_pool() -> str:
 
 
 class WorkerProcess:
-    """`celery --app worker worker` as a subprocess on this run's queue; start, kill, stop."""
+    """`celery --app worker.main worker` as a subprocess on this run's queue; start, kill, stop."""
 
-    def __init__(self, env: dict[str, str], *, pool: str | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], *, pool: str | None = None, concurrency: int = 4
+    ) -> None:
         self.env = env
         self.queue = env["CELERY_QUEUE"]
         self.pool = pool or procfile_pool()
+        self.concurrency = concurrency
         self.process: subprocess.Popen[str] | None = None
         self.lines: list[str] = []
         self.started = 0
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:
         assert self.process is None, "a worker is already running"
         self.lines = []
         self.process = subprocess.Popen(
             [
                 str(ROOT / ".venv" / "bin" / "celery"),
                 "--app",
-                "worker",
+                "worker.main",
                 "worker",
                 f"--pool={self.pool}",
-                "--concurrency=4",
+                f"--concurrency={self.concurrency}",
                 "-Q",
                 self.queue,
                 "--without-mingle",

@@ -19,11 +19,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask
 
+from common.settings import Settings
 from dev.idp import DevIdentityProvider, RunningServer
 from models.db import db
+from tests.silent import SilentServer, returns
 from web import create_app
-from web.config import Settings
-from web.tokens import FETCH_TIMEOUT_SECONDS, JWKS_TTL_SECONDS, JWKSCache
+from web.tokens import JWKS_TTL_SECONDS, JWKSCache
 
 JANE_SUB = "2c95d280-3560-4991-af5d-d592b6982eb4"
 ME = "{ me { id } }"
@@ -632,9 +633,7 @@ def test_provider_down_after_first_fetch_keeps_old_keys(settings, doomed_idp, se
         server.shutdown()
         assert_accepted(post(application, token))
         provider.rotate_keys()
-        started = time.monotonic()
         assert_refused(post(application, provider.issue_access_token("jane")))  # fetch fails
-        assert time.monotonic() - started < FETCH_TIMEOUT_SECONDS
 
         assert_accepted(post(application, token))
     finally:
@@ -708,20 +707,20 @@ def test_stale_keys_survive_a_failed_refetch(own_idp):
     assert cache.key(own_idp.active_kid) == key
 
 
-def test_hanging_jwks_fetch_gives_up_after_three_seconds_keeping_keys(own_idp):
+def test_a_hanging_jwks_fetch_is_given_up_and_the_keys_kept(own_idp):
     clock = Clock()
     url = {"value": jwks_url(own_idp)}
     cache = JWKSCache(lambda: url["value"], clock=clock)
     key = cache.key(own_idp.active_kid)
-    with socket.socket() as silent:  # accepts connections (backlog), never answers
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        url["value"] = f"http://127.0.0.1:{silent.getsockname()[1]}/certs"
+    silent = SilentServer()  # takes the connection, never answers
+    try:
+        url["value"] = silent.url("http", "/certs")
         clock.now += JWKS_TTL_SECONDS + 1
 
-        started = time.monotonic()
-        found = cache.key(own_idp.active_kid)
-        elapsed = time.monotonic() - started
+        found = returns(lambda: cache.key(own_idp.active_kid), "a JWKS fetch that hangs")
+        silent.wait_for_hang_up()  # the cache stopped waiting: its own timeout
+    finally:
+        silent.close()
 
+    assert silent.bytes_received > 0  # it did ask
     assert found == key
-    assert FETCH_TIMEOUT_SECONDS - 0.5 < elapsed < FETCH_TIMEOUT_SECONDS + 1.5

@@ -20,10 +20,10 @@ from sqlalchemy import select
 from models import Order
 from models.db import db
 from tests.conftest import QUEUE
+from tests.docs_support import README, ROOT, code_blocks, section
 from tests.factories import JANE_SUB
 from tests.production import PATIENCE_SECONDS, WebServer, bare_env, production_env, web_server
 
-ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Client quickstart"
 README_URL = '"http://127.0.0.1:5000/graphql"'
 PLACED = re.compile(r"^placed (\S+) NEW 1200\.00 KES$", re.MULTILINE)
@@ -31,11 +31,9 @@ PLACED = re.compile(r"^placed (\S+) NEW 1200\.00 KES$", re.MULTILINE)
 
 def quickstart_block(language: str) -> str:
     """The first ```language block of the README's client quickstart."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split(SECTION, 1)[1].split("\n## ", 1)[0]
-    found = re.search(rf"^```{language}\n(.*?)^```$", section, re.DOTALL | re.MULTILINE)
-    assert found, f"no {language} block under {SECTION!r}"
-    return found.group(1)
+    blocks = code_blocks(section(README, SECTION), language)
+    assert blocks, f"no {language} block under {SECTION!r}"
+    return blocks[0]
 
 
 def pointed_at(code: str, server: WebServer) -> str:
@@ -108,7 +106,7 @@ def test_the_javascript_quickstart_signs_in_and_places_an_order(server, app, com
 
 def test_the_quickstart_pins_the_gql_it_is_written_for():
     pins = (ROOT / "requirements-dev.txt").read_text().splitlines()
-    readme = (ROOT / "README.md").read_text().split(SECTION, 1)[1].split("\n## ", 1)[0]
+    readme = section(README, SECTION)
 
     [pin] = [line for line in pins if line.startswith("gql[requests]==")]
     assert f'pip install "{pin}"' in readme

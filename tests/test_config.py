@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from dotenv import dotenv_values
 
+from common.settings import DEV_SECRET_KEY, ConfigError, Settings
 from models.db import db
 from tests.defaults import not_defaults
-from web.config import DEV_SECRET_KEY, ConfigError, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,8 +1,8 @@
 """Heroku, rehearsed: an app made from app.json, over a TLS-only Redis with a self-signed
 certificate (`rediss://`, as Heroku Redis hands out) and a `postgres://` DATABASE_URL. The
 release step runs first, then web and worker from their Procfile lines; an order placed through
-GraphQL has its SMS reach the gateway. Flower runs as the second app of the README, its `web`
-on PORT. With REDIS_SSL_CERT_REQS=required the same server is refused, and says why.
+GraphQL has its SMS reach the gateway. Flower runs as the second app of docs/deploy-heroku.md,
+its `web` on PORT. With REDIS_SSL_CERT_REQS=required the same server is refused, and says why.
 """
 
 from __future__ import annotations
@@ -177,8 +177,8 @@ def test_checking_the_certificate_refuses_the_self_signed_server(released, opera
 
 
 def flower_app_env(redis_tls: TlsRedis, **changes: str | None) -> dict[str, str]:
-    """The second app of the README: the Redis add-on attached, Flower's credentials, and
-    nothing else of the service (no database, no provider secrets)."""
+    """The second app of docs/deploy-heroku.md: the Redis add-on attached, Flower's credentials,
+    and nothing else of the service (no database, no provider secrets)."""
     env = {
         **{name: value for name, value in heroku_env().items() if name in ("PATH", "HOME")},
         "APP_ENV": "production",

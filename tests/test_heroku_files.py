@@ -9,14 +9,14 @@ import secrets
 
 import yaml
 
-from tests.heroku import ROOT, app_json, procfile
-from web.config import (
+from common.settings import (
     _VARIABLES,
     MODE_VARIABLES,
     OPERATOR_SECRETS,
     PRODUCTION_REQUIRED,
     Settings,
 )
+from tests.heroku import ROOT, app_json, procfile
 
 # What the add-ons set: the config var of each attachment.
 ADDON_VARIABLES = {"heroku-postgresql": "DATABASE_URL", "heroku-redis": "REDIS_URL"}
@@ -101,8 +101,9 @@ def test_app_json_runs_every_formation_process_from_the_procfile():
     processes = procfile()
     formation = app_json()["formation"]
 
-    assert set(formation) == {"web", "worker", "beat"}
-    assert set(formation) <= set(processes)
+    # Every long-running process, but Flower: a second app of its own (deploy/heroku/flower),
+    # so that the service's dynos never publish it. The release phase is no dyno.
+    assert set(formation) == set(processes) - {"release", "flower"}
     assert formation["beat"]["quantity"] == 1  # exactly one sweep
     assert all(entry["quantity"] >= 1 for entry in formation.values())
     # The release phase migrates before the new dynos start; nothing else does it.
@@ -150,9 +151,10 @@ def test_requirements_pin_what_the_redis_transport_imports_undeclared():
     assert {"kombu", "redis", "packaging"} <= pinned
 
 
-def test_the_flower_app_procfile_runs_flower_on_port():
-    processes = procfile(FLOWER_PROCFILE)
+def test_the_flower_app_runs_in_production_unless_told_otherwise_as_the_service_does():
+    # tests/test_heroku.py runs it: on PORT, every interface, behind its credentials.
+    # Each line of the service's Procfile starts `env APP_ENV="${APP_ENV:-...}" `.
+    (mode,) = {tuple(line.split()[:2]) for line in procfile().values()}
 
-    # No --port, no --address: Flower takes PORT and every interface, where the router comes.
-    # Production unless told otherwise, as the service's own Procfile lines.
-    assert processes == {"web": 'env APP_ENV="${APP_ENV:-production}" python -m worker.flower'}
+    assert mode[1].startswith("APP_ENV=")
+    assert tuple(procfile(FLOWER_PROCFILE)["web"].split()[:2]) == mode

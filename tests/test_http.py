@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
+from common.settings import ConfigError, Settings
 from tests.factories import row_counts
-from web.config import ConfigError, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 JSON = "application/json"

@@ -8,9 +8,9 @@ import re
 
 import pytest
 
+from common.metrics import prepare_multiprocess_dir
+from common.settings import ConfigError
 from tests.production import assert_refused_readably, production_env, refusal
-from web.config import ConfigError
-from web.metrics import prepare_multiprocess_dir
 
 PROCESSES = ["web", "worker", "beat", "flower", "release"]
 

@@ -9,20 +9,24 @@ import os
 import shutil
 import subprocess
 import time
+import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
 import psycopg
 import pytest
-from flask import request_finished
+import requests
 from sqlalchemy import text
 
+from common.logs import JsonFormatter
 from models.db import PING_AFTER_IDLE_SECONDS, db
 from tests.clients import GraphQLClient
-from tests.conftest import SERVER_URL, _admin_dsn
+from tests.conftest import QUEUE, SERVER_URL, _admin_dsn
+from tests.factories import JANE_SUB
+from tests.production import production_env, web_server
 from web.access_log import access_line
-from web.logs import JsonFormatter
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,33 +96,85 @@ def test_a_pooled_connection_that_died_while_idle_is_replaced_unnoticed(make_app
     assert "errors" not in response.get_json()
 
 
-def test_a_request_id_is_returned_and_stamped_on_log_lines(app, jane):
+@pytest.fixture
+def service_lines() -> Iterator[list[dict]]:
+    """Every line logged from here on, at INFO and above, as stdout gets it: formatted when
+    it is logged, so each carries the context of the moment (and the thread) it was logged in."""
     lines: list[dict] = []
 
-    class Written(logging.Handler):  # formats each line as it is logged, as stdout's does
+    class Written(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             lines.append(json.loads(self.format(record)))
 
-    def log_inside(_sender, **_extra):  # still serving the request: its answer is ready
-        logging.getLogger("tests").info("inside the request's context")
-
     handler = Written()
     handler.setFormatter(JsonFormatter())
-    logging.getLogger().addHandler(handler)
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
     try:
-        with request_finished.connected_to(log_inside, app):
-            response = jane.post(
-                "mutation Place { createOrder(input: {price: 10}) { success } }",
-                headers={"X-Request-ID": "req-42"},
-            )
+        yield lines
     finally:
-        logging.getLogger().removeHandler(handler)
+        root.removeHandler(handler)
+        root.setLevel(level)
 
-    assert response.headers["X-Request-ID"] == "req-42"
-    assert lines[-1]["message"] == "inside the request's context"
-    assert lines[-1]["request_id"] == "req-42"
-    assert lines[-1]["operation"] == "Place"
-    assert {"time", "level", "message"} <= set(lines[-1])
+
+def _logged(lines: list[dict], logger: str, starting: str) -> list[dict]:
+    return [
+        line for line in lines if line["logger"] == logger and line["message"].startswith(starting)
+    ]
+
+
+def test_the_services_own_lines_carry_their_requests_id_and_none_other(
+    make_app, session, idp, service_lines
+):
+    # One SMS an hour per caller: jane's second order is refused, and the service logs it.
+    app = make_app(sms_rate_limit="1 per hour", rate_limit_prefix=f"{QUEUE}-ids-{uuid.uuid4().hex}")
+    jane = GraphQLClient(app.test_client(), idp.issue_access_token("jane"))
+    stranger = GraphQLClient(app.test_client(), "not-a-token")
+    place = "mutation Place { createOrder(input: {price: 10}) { success } }"
+    jane.post(place)
+
+    refused = jane.post(place, headers={"X-Request-ID": "req-42"})
+    unsigned = stranger.post("query Mine { me { id } }")  # the same thread, the next request
+
+    (limited,) = _logged(service_lines, "web.rate_limits", "rate limited")
+    assert refused.headers["X-Request-ID"] == "req-42"
+    assert (limited["request_id"], limited["operation"]) == ("req-42", "Place")
+    assert limited["sub"] == JANE_SUB
+    (token,) = _logged(service_lines, "web.auth", "token refused")
+    assert token["request_id"] == unsigned.headers["X-Request-ID"] != "req-42"
+    assert "sub" not in token
+    assert "operation" not in token
+    # Between requests the thread carries no request's context: a line it logs now (as a
+    # server thread may, between one request and the next) is labelled with none.
+    logging.getLogger("web").warning("between requests")
+    assert set(service_lines[-1]) == {"time", "level", "logger", "message"}
+
+
+def test_the_production_web_process_stamps_its_lines_with_each_requests_id(
+    database_url, idp, tmp_path
+):
+    env = production_env(database_url, idp.issuer, LOG_LEVEL="INFO")
+    with web_server(env, tmp_path / "metrics") as server:
+        answers = [
+            requests.post(
+                f"{server.url}/graphql",
+                json={"query": "{ me { id } }"},
+                headers={"Authorization": "Bearer not-a-token", "X-Request-ID": request_id},
+                timeout=10,
+            )
+            for request_id in ("prod-req-1", "prod-req-2")
+        ]
+
+    lines = [json.loads(line) for line in server.lines if line.startswith("{")]
+    assert [answer.status_code for answer in answers] == [401, 401]
+    assert [line["request_id"] for line in _logged(lines, "web.auth", "token refused")] == [
+        "prod-req-1",
+        "prod-req-2",
+    ]
+    access = _logged(lines, "gunicorn.access", "POST /graphql")
+    assert [line["request_id"] for line in access] == ["prod-req-1", "prod-req-2"]
 
 
 def test_a_request_without_an_id_gets_one(jane):

@@ -9,29 +9,38 @@ import logging
 import shutil
 import socket
 import subprocess
-import time
 import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from decimal import Decimal
+from typing import Any
 
 import kombu
+import psycopg
+import pytest
 import redis
+from celery import Celery
+from flask import Flask
 from prometheus_client import REGISTRY
-from sqlalchemy import select
+from sqlalchemy import func, make_url, select, text
 
+from models import outbox
+from models.db import db
 from models.notifications import Notification, NotificationKind
 from tests.clients import GraphQLClient
 from tests.conftest import REDIS_URL
 from tests.factories import OrderFactory, OutboxMessage, enqueue
 from tests.sms_support import (  # noqa: F401 - task_queue is a fixture, used by name
     bound,
+    committed_sms,
     publications_of,
     published_tasks,
+    relayed,
     set_row,
     task_queue,
     wait_for,
 )
-from worker import outbox
-from worker.celery_app import celery_app
 from worker.tasks import sweep
 
 
@@ -49,15 +58,6 @@ def _queue_one(session, order):
     )
 
 
-def _settled_count(relay) -> int:
-    """How many the relay has published, once the ids of earlier tests have gone out."""
-    last = -1
-    while relay.published != last:
-        last = relay.published
-        time.sleep(outbox.GATHER_SECONDS * 3)
-    return last
-
-
 def _forget(queue_name: str) -> None:
     """Delete a test's queue and the bindings kombu keeps for it."""
     client = redis.Redis.from_url(REDIS_URL)
@@ -67,40 +67,202 @@ def _forget(queue_name: str) -> None:
     client.close()
 
 
-def _published_within(relay, count: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if relay.published >= count:
-            return True
-        time.sleep(0.02)
-    return relay.published >= count
+def _published(relay, count: int) -> None:
+    """Wait until the relay has published `count` ids."""
+
+    def done() -> bool:
+        """the relay to publish the ids"""
+        return relay.published >= count
+
+    wait_for(done)
 
 
-def test_an_id_written_in_a_savepoint_waits_for_the_real_commit(app, session):
-    relay = app.extensions["outbox_relay"]
-    order = OrderFactory(unit_price=Decimal("50.00"))
-    before = _settled_count(relay)
-
-    with session.begin_nested():
-        _queue_one(session, order)
-    released = _published_within(relay, before + 1, 0.3)
-
-    session.commit()
-
-    assert not released, "published when the savepoint was released, before the commit"
-    assert _published_within(relay, before + 1, 5)
+@pytest.fixture
+def own_queue(make_app, settings) -> Iterator[Flask]:
+    """An app whose commits are real (no test transaction around them) and whose relay
+    publishes to a queue of the test's own, emptied afterwards."""
+    queue_name = f"{settings.celery_queue}-commits-{uuid.uuid4().hex[:6]}"
+    yield make_app(celery_queue=queue_name)
+    _forget(queue_name)
 
 
-def test_ids_of_a_rolled_back_transaction_are_never_published(app, session):
-    relay = app.extensions["outbox_relay"]
-    order = OrderFactory(unit_price=Decimal("50.00"))
-    before = _settled_count(relay)
+# -- the commit boundary, with real commits -------------------------------------------------
 
-    _queue_one(session, order)
-    session.rollback()
-    session.commit()
+# A key of PostgreSQL's advisory locks, and the request ids whose notification rows the
+# test's trigger holds at commit, or refuses at commit.
+GATE = 18_0001
+HELD = "held-at-commit"
+REFUSED = "refused-at-commit"
 
-    assert not _published_within(relay, before + 1, 0.3)
+
+@pytest.fixture
+def commit_gate(app, committed_sms) -> Iterator[Callable[[], Any]]:
+    """A deferred trigger on notifications, fired when the transaction that wrote the row
+    commits: for a row of request HELD it waits for the advisory lock GATE (the test holds
+    it, so that commit stays under way); for one of request REFUSED it fails the commit, as a
+    deferred constraint would. The fixture's value holds the gate: `with commit_gate(): ...`"""
+    with app.app_context():
+        db.session.execute(
+            text(
+                f"""
+                CREATE FUNCTION test_commit_gate() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                  IF NEW.request_id = '{HELD}' THEN PERFORM pg_advisory_xact_lock({GATE});
+                  ELSIF NEW.request_id = '{REFUSED}' THEN
+                    RAISE EXCEPTION 'refused at commit' USING ERRCODE = 'check_violation';
+                  END IF;
+                  RETURN NULL;
+                END $$;
+                CREATE CONSTRAINT TRIGGER test_commit_gate AFTER INSERT ON notifications
+                  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_commit_gate();
+                """
+            )
+        )
+        db.session.commit()
+
+    @contextmanager
+    def held() -> Iterator[None]:
+        with psycopg.connect(_admin_dsn_of(app), autocommit=True) as gate:
+            gate.execute("SELECT pg_advisory_lock(%s)", (GATE,))
+            yield
+            gate.execute("SELECT pg_advisory_unlock(%s)", (GATE,))
+
+    try:
+        yield held
+    finally:
+        with app.app_context():
+            db.session.execute(text("DROP TRIGGER test_commit_gate ON notifications"))
+            db.session.execute(text("DROP FUNCTION test_commit_gate()"))
+            db.session.commit()
+
+
+def _admin_dsn_of(app) -> str:
+    url = make_url(app.config["SETTINGS"].database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+def _waiting_at_the_gate(app) -> bool:
+    """A transaction's commit waits for the gate's lock"""
+    with psycopg.connect(_admin_dsn_of(app), autocommit=True) as probe:
+        waiting = probe.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND objid = %s",
+            (GATE,),
+        ).fetchone()[0]
+    return waiting > 0
+
+
+def _place(application, idp, request_id: str) -> dict[str, Any]:
+    """jane's createOrder on `application`, with this request id; its answer."""
+    response = application.test_client().post(
+        "/graphql",
+        json={"query": "mutation { createOrder(input: {price: 10}) { success order { id } } }"},
+        headers={
+            "Authorization": f"Bearer {idp.issue_access_token('jane')}",
+            "X-Request-ID": request_id,
+        },
+    )
+    return response.get_json()
+
+
+def _notification_of(application, order_id: str) -> str:
+    with application.app_context():
+        try:
+            return str(
+                db.session.scalars(
+                    select(Notification.id).where(Notification.order_id == order_id)
+                ).one()
+            )
+        finally:
+            db.session.remove()
+
+
+# A caller seen for the first time is provisioned in the order's transaction; a known
+# caller's order is its statement alone, committed as it ends.
+CALLERS = pytest.mark.parametrize("known", [False, True], ids=["new-caller", "known-caller"])
+
+
+def _known(application, idp) -> None:
+    """jane's customer row, committed by a first request of hers."""
+    response = application.test_client().post(
+        "/graphql",
+        json={"query": "{ me { id } }"},
+        headers={"Authorization": f"Bearer {idp.issue_access_token('jane')}"},
+    )
+    assert response.get_json()["data"]["me"]["id"]
+
+
+@CALLERS
+def test_a_requests_sms_is_published_once_its_transaction_has_committed_not_before(
+    own_queue, idp, commit_gate, known
+):
+    relay = own_queue.extensions["outbox_relay"]
+    if known:
+        _known(own_queue, idp)
+    queue_name = relay.queue_name
+    # The gate opens before the request's thread is waited for, whatever happens.
+    with ThreadPoolExecutor(max_workers=1) as request, commit_gate():
+        answer = request.submit(_place, own_queue, idp, HELD)
+        wait_for(lambda: _waiting_at_the_gate(own_queue), timeout=60)  # written, committing
+
+        before_commit = relayed(relay, queue_name)
+
+    placed = answer.result()["data"]["createOrder"]
+    notification_id = _notification_of(own_queue, placed["order"]["id"])
+    assert placed["success"] is True
+    assert before_commit == []  # nothing reached the broker while the commit was under way
+    assert relayed(relay, queue_name).count(notification_id) == 1
+    (task,) = publications_of(notification_id, queue_name)
+    assert task["eta"] is None  # at once, not later
+
+
+@CALLERS
+def test_a_transaction_refused_at_commit_publishes_nothing(own_queue, idp, commit_gate, known):
+    relay = own_queue.extensions["outbox_relay"]
+    if known:
+        _known(own_queue, idp)
+
+    answer = _place(own_queue, idp, REFUSED)
+
+    assert answer["data"] is None
+    assert [error["extensions"]["code"] for error in answer["errors"]] == ["CONFLICT"]
+    assert relayed(relay, relay.queue_name) == []
+    with own_queue.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Notification)) == 0
+        db.session.remove()
+
+
+def test_an_id_written_in_a_savepoint_waits_for_the_real_commit(own_queue, committed_sms):
+    relay = own_queue.extensions["outbox_relay"]
+    with own_queue.app_context():
+        session = db.session()
+        order = OrderFactory(unit_price=Decimal("50.00"))  # committed: data setup
+        with session.begin_nested():
+            notification_id = str(_queue_one(session, order).id)
+
+        after_the_savepoint = relayed(relay, relay.queue_name)
+        session.commit()
+        db.session.remove()
+
+    assert notification_id not in after_the_savepoint
+    assert relayed(relay, relay.queue_name).count(notification_id) == 1
+
+
+def test_ids_of_a_rolled_back_transaction_are_never_published(own_queue, committed_sms):
+    relay = own_queue.extensions["outbox_relay"]
+    with own_queue.app_context():
+        session = db.session()
+        order = OrderFactory(unit_price=Decimal("50.00"))
+        notification_id = str(_queue_one(session, order).id)
+        session.flush()
+        session.rollback()
+        session.commit()  # a later commit of the session publishes nothing of it either
+        db.session.remove()
+
+    assert notification_id not in relayed(relay, relay.queue_name)
+
+
+# -- batches --------------------------------------------------------------------------------
 
 
 def test_ids_that_pile_up_are_all_published_in_batch_tasks_in_one_go(make_app):
@@ -110,7 +272,7 @@ def test_ids_that_pile_up_are_all_published_in_batch_tasks_in_one_go(make_app):
 
     relay.submit(ids)
 
-    assert _published_within(relay, len(ids), 10)
+    _published(relay, len(ids))
     tasks = published_tasks(queue_name)
     _forget(queue_name)
     assert {task["task"] for task in tasks} == {"notifications.send_batch"}
@@ -120,25 +282,22 @@ def test_ids_that_pile_up_are_all_published_in_batch_tasks_in_one_go(make_app):
     assert len(tasks) <= 250 // outbox.TASK_BATCH + 5  # full batches, not one task per id
 
 
-def test_an_id_left_over_from_a_full_task_still_goes_out_alone_soon(make_app):
+def test_an_id_left_over_from_a_full_task_still_goes_out_alone(make_app):
     """The id beyond a full task waits a gathering for company (see the next test); none
-    comes, and it goes out by itself within two gatherings, none lost or repeated."""
+    comes, and it goes out by itself all the same, none lost or repeated."""
     queue_name = f"relay-carry-{uuid.uuid4().hex[:8]}"
     relay = make_app(celery_queue=queue_name).extensions["outbox_relay"]
     ids = [uuid.uuid4() for _ in range(outbox.TASK_BATCH + 1)]
 
-    started = time.monotonic()
-    relay.submit(ids)
-    assert _published_within(relay, len(ids), 5)
-    waited = time.monotonic() - started
+    relay.submit(ids)  # and nothing after it
 
+    _published(relay, len(ids))
     tasks = published_tasks(queue_name)[::-1]  # the list's head is the newest
     _forget(queue_name)
     assert [task["args"][0] for task in tasks] == [
         [str(i) for i in ids[:-1]],
         [str(ids[-1])],
     ]
-    assert waited < 2 * outbox.GATHER_SECONDS + 1  # two gatherings and a publish at most
 
 
 def test_a_relay_keeps_the_ids_beyond_full_tasks_for_one_gathering_only():
@@ -190,10 +349,11 @@ def test_a_relay_stopped_by_an_unexpected_error_starts_again_and_publishes(caplo
     # The first broker client is set up wrong (a pool size that is no number): using it raises
     # ValueError, which no broker outage does. The next one is as the relay makes them.
     clients = [kombu.Connection(REDIS_URL, transport_options={"max_connections": "many"})]
+    broker = Celery("tests", broker=REDIS_URL, set_as_current=False)
     relay = outbox.Relay(
-        REDIS_URL,
+        broker,
         queue_name,
-        connect=lambda: clients.pop() if clients else celery_app.connection_for_write(REDIS_URL),
+        connect=lambda: clients.pop() if clients else broker.connection_for_write(),
     )
 
     def restarts() -> float:
@@ -205,19 +365,18 @@ def test_a_relay_stopped_by_an_unexpected_error_starts_again_and_publishes(caplo
 
     restarted, lost = restarts(), dropped()
     held, later = uuid.uuid4(), uuid.uuid4()
-    with caplog.at_level(logging.ERROR, logger="worker.outbox"):
+    with caplog.at_level(logging.ERROR, logger="models.outbox"):
         relay.submit([held])
         wait_for(lambda: restarts() > restarted, timeout=10)
         relay.submit([later])
-        published = _published_within(relay, 1, 10)
+        _published(relay, 1)
 
     tasks = published_tasks(queue_name)
     _forget(queue_name)
-    assert published
     assert [task["args"][0] for task in tasks] == [[str(later)]]  # the held one: the sweep's
     assert restarts() == restarted + 1
     assert dropped() == lost + 1
-    (record,) = [r for r in caplog.records if r.name == "worker.outbox"]
+    (record,) = [r for r in caplog.records if r.name == "models.outbox"]
     assert record.levelno == logging.ERROR
     assert record.exc_info[0] is ValueError
 
@@ -229,22 +388,23 @@ def test_redis_going_away_under_a_connected_relay_is_an_outage_not_an_error(capl
     port = _free_port()
     server = _redis_server(port)
     url = f"redis://127.0.0.1:{port}/0"
-    relay = outbox.Relay(url, f"relay-outage-{uuid.uuid4().hex[:8]}")
+    broker = Celery("tests", broker=url, set_as_current=False)
+    relay = outbox.Relay(broker, f"relay-outage-{uuid.uuid4().hex[:8]}")
 
     def series(name: str, **labels: str) -> float:
         return REGISTRY.get_sample_value(name, labels) or 0.0
 
     try:
         relay.submit([uuid.uuid4()])
-        assert _published_within(relay, 1, 10)  # connected, and its connection is live
+        _published(relay, 1)  # connected, and its connection is live
         server.kill()
         server.wait()
         down = series("sms_relay_dropped_total", reason="broker_down")
         failed = series("sms_relay_dropped_total", reason="relay_error")
         restarts = series("sms_relay_restarts_total")
-        with caplog.at_level(logging.WARNING, logger="worker.outbox"):
+        with caplog.at_level(logging.WARNING, logger="models.outbox"):
             relay.submit([uuid.uuid4()])
-            wait_for(lambda: [r for r in caplog.records if r.name == "worker.outbox"])
+            wait_for(lambda: [r for r in caplog.records if r.name == "models.outbox"])
     finally:
         if server.poll() is None:
             server.kill()
@@ -252,7 +412,7 @@ def test_redis_going_away_under_a_connected_relay_is_an_outage_not_an_error(capl
     assert series("sms_relay_dropped_total", reason="broker_down") == down + 1
     assert series("sms_relay_dropped_total", reason="relay_error") == failed
     assert series("sms_relay_restarts_total") == restarts
-    assert [r.levelno for r in caplog.records if r.name == "worker.outbox"] == [logging.WARNING]
+    assert [r.levelno for r in caplog.records if r.name == "models.outbox"] == [logging.WARNING]
 
 
 def _free_port() -> int:

@@ -7,15 +7,14 @@ from __future__ import annotations
 import logging
 import ssl
 import subprocess
-import sys
 
 import pytest
 
-import web.config
+import celeryconfig
+import common.settings
+from common.settings import FLOWER_REQUIRED, ConfigError, Settings, warn_once
 from tests.heroku import ROOT, procfile
 from tests.production import bare_env
-from web.config import FLOWER_REQUIRED, ConfigError, Settings, warn_once
-from worker.celery_app import celery_app
 from worker.flower import check_exposure, flower_celery, is_loopback
 
 TLS_URL = "rediss://:secret@127.0.0.1:1"
@@ -58,7 +57,7 @@ def test_every_redis_client_of_the_web_process_gets_the_setting(make_app):
     application = make_app(redis_url=TLS_URL, redis_ssl_cert_reqs="none")
     health = application.extensions["health_redis"].connection_pool.connection_kwargs
     limiter = application.extensions["rate_limits"].limiter
-    relay = application.extensions["outbox_relay"]
+    relay = application.extensions["outbox_relay"].celery_app.connection_for_write()
 
     assert health["ssl_cert_reqs"] == ssl.CERT_NONE
     assert limiter._storage_options["ssl_cert_reqs"] == ssl.CERT_NONE
@@ -66,53 +65,37 @@ def test_every_redis_client_of_the_web_process_gets_the_setting(make_app):
 
 
 def test_a_plain_redis_url_keeps_tls_out_of_the_relay(make_app):
-    # False, not None: None would let Celery put the environment's TLS options on it.
-    assert make_app().extensions["outbox_relay"].ssl is False
-
-
-def _celeryconfig(env: dict[str, str]) -> str:
-    script = (
-        "import celeryconfig as c; "
-        "print(getattr(c, 'broker_use_ssl', None), getattr(c, 'redis_backend_use_ssl', None))"
-    )
-    return subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=bare_env(**env),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout.strip()
+    # False, not None: None would let kombu put the environment's TLS options on it.
+    assert make_app().extensions["outbox_relay"].celery_app.connection_for_write().ssl is False
 
 
 def test_celery_broker_and_backend_get_the_setting():
-    assert _celeryconfig({"REDIS_URL": TLS_URL, "REDIS_SSL_CERT_REQS": "none"}) == (
-        "{'ssl_cert_reqs': <VerifyMode.CERT_NONE: 0>} {'ssl_cert_reqs': <VerifyMode.CERT_NONE: 0>}"
-    )
-    assert _celeryconfig({"REDIS_URL": "redis://127.0.0.1:1"}) == "None None"
+    def tls(env: dict[str, str]) -> tuple[object, object]:
+        config = celeryconfig.config(Settings.from_env(env))
+        return config["broker_use_ssl"], config["redis_backend_use_ssl"]
+
+    none = {"ssl_cert_reqs": ssl.CERT_NONE}
+    assert tls({"REDIS_URL": TLS_URL, "REDIS_SSL_CERT_REQS": "none"}) == (none, none)
+    assert tls({"REDIS_URL": "redis://127.0.0.1:1"}) == (False, False)
 
 
-def test_flower_watches_the_broker_as_the_worker_reaches_it():
+def test_flower_watches_the_broker_as_the_worker_reaches_it(make_app):
     settings = Settings.from_env({"REDIS_URL": TLS_URL, "REDIS_SSL_CERT_REQS": "optional"})
-    flower = flower_celery(settings).conf
-    worker = celery_app.conf
+    flower = flower_celery(settings)
+    worker = make_app(redis_url=TLS_URL, redis_ssl_cert_reqs="optional").extensions["celery"]
 
-    assert flower.broker_use_ssl == {"ssl_cert_reqs": ssl.CERT_OPTIONAL}
-    # Both from this process's environment, as on a platform.
-    assert flower_celery(Settings.from_env()).conf.broker_url == worker.broker_url
-    assert flower_celery(Settings.from_env()).conf.task_default_queue == worker.task_default_queue
-    for name in ("broker_connection_timeout", "broker_connection_retry_on_startup"):
-        assert flower[name] == worker[name]
-    for name in ("socket_timeout", "socket_connect_timeout"):
-        assert flower.broker_transport_options[name] == worker.broker_transport_options[name]
+    assert flower.connection_for_read().as_uri() == worker.connection_for_read().as_uri()
+    assert flower.connection_for_read().ssl == {"ssl_cert_reqs": ssl.CERT_OPTIONAL}
+    assert flower.conf.task_default_queue == settings.celery_queue
+    # No pool: Flower's inspections would keep their connections open for good.
+    assert flower.conf.broker_pool_limit == 0
 
 
 @pytest.fixture
 def caught(monkeypatch, caplog):
     """The warnings of a fresh process (warn_once has said nothing yet)."""
-    monkeypatch.setattr(web.config, "_warned", False)
-    caplog.set_level(logging.WARNING, logger="web.config")
+    monkeypatch.setattr(common.settings, "_warned", False)
+    caplog.set_level(logging.WARNING, logger="common.settings")
     return caplog
 
 

@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 import sentry_sdk
 
+from common import sentry
 from tests.sentry_receiver import SentryReceiver
-from web import sentry
 
 
 @pytest.fixture

@@ -191,6 +191,37 @@ class Shop:
             finally:
                 db.session.remove()
 
+    def last_attempts(self, ids: list[uuid.UUID]) -> dict[str | None, int]:
+        """How many notifications' last attempt came to each outcome (None: still open)."""
+        with self.app.app_context():
+            try:
+                last = (
+                    select(NotificationAttempt.notification_id, NotificationAttempt.outcome)
+                    .where(NotificationAttempt.notification_id.in_(ids))
+                    .order_by(NotificationAttempt.notification_id, NotificationAttempt.id.desc())
+                    .distinct(NotificationAttempt.notification_id)
+                    .subquery()
+                )
+                found = db.session.execute(
+                    select(last.c.outcome, func.count()).group_by(last.c.outcome)
+                ).all()
+            finally:
+                db.session.remove()
+        return dict(found)
+
+    def open_attempts(self, ids: list[uuid.UUID]) -> int:
+        """Attempts of these notifications with no outcome: sends still under way."""
+        with self.app.app_context():
+            try:
+                return db.session.scalar(
+                    select(func.count()).where(
+                        NotificationAttempt.notification_id.in_(ids),
+                        NotificationAttempt.outcome.is_(None),
+                    )
+                )
+            finally:
+                db.session.remove()
+
     def drained(self, ids: list[uuid.UUID], *, sweeping: bool = False) -> dict[str, int]:
         """Wait until every notification is SENT (asking for sweeps meanwhile, if the fault
         left work only the sweep takes up) and no reply is pending at the gateway."""
@@ -227,6 +258,10 @@ class Shop:
         }
         print(f"\n{label}: {counts}")
         assert lost == 0, counts
+        # Every SMS's last attempt is the one that went through, and no attempt is left
+        # open: each one cut off says so (interrupted), none reads as still under way.
+        assert self.last_attempts(ids) == {AttemptOutcome.ACCEPTED: len(ids)}, counts
+        assert self.open_attempts(ids) == 0, counts
         assert twice <= doubtful, f"duplicates without an interrupted attempt: {twice - doubtful}"
         # A reply in the worker's socket when it dies is lost with it: at most one per kill.
         assert unexplained <= kills, counts

@@ -6,27 +6,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Request, jsonify
-from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+from flask import Flask, jsonify
 from flask_migrate import Migrate
 from werkzeug.exceptions import HTTPException
 
+from common import logs, sentry
+from common.settings import Settings, warn_once
 from models.db import db, ping_when_idle
-from web import database_errors, logs, security, sentry, slow_clients
-from web.config import Settings, warn_once
+from web import database_errors, request_ids, security, slow_clients
 
 ROOT = Path(__file__).resolve().parent.parent
 migrate = Migrate()
-
-
-class CookieSessions(SecureCookieSessionInterface):
-    """Flask's signed-cookie sessions, which build their signer only for a request that
-    brings cookies: the API's clients send none, and Flask's builds one per request."""
-
-    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
-        if app.secret_key and not request.environ.get("HTTP_COOKIE"):
-            return self.session_class()  # what Flask's answers without a session cookie
-        return super().open_session(app, request)
 
 
 def create_app(config: Settings | dict[str, Any] | None = None, *, role: str = "web") -> Flask:
@@ -41,7 +31,6 @@ def create_app(config: Settings | dict[str, Any] | None = None, *, role: str = "
             settings = Settings(**{**settings.__dict__, **config})
 
     app = Flask(__name__)
-    app.session_interface = CookieSessions()
     app.config.update(
         SETTINGS=settings,
         SECRET_KEY=settings.secret_key,
@@ -70,7 +59,7 @@ def create_app(config: Settings | dict[str, Any] | None = None, *, role: str = "
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     logs.configure(settings.log_level)
     warn_once(settings)
-    logs.init_app(app)
+    request_ids.init_app(app)
     # First of the request hooks: none of them may wait on a client's body.
     slow_clients.init_app(app)
     security.init_app(app, settings)
@@ -82,6 +71,10 @@ def create_app(config: Settings | dict[str, Any] | None = None, *, role: str = "
             ping_when_idle(engine)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"), compare_type=True)
 
+    # Here, not at the top: these make the metrics (common.metrics), which needs its directory,
+    # and gunicorn imports this package for its access logger before that is checked.
+    from common.celery_app import celery_init_app
+    from models import outbox
     from web import (
         auth,
         callbacks,
@@ -93,9 +86,8 @@ def create_app(config: Settings | dict[str, Any] | None = None, *, role: str = "
         persisted_queries,
         rate_limits,
     )
-    from worker import outbox
 
-    outbox.init_app(app, settings.redis_url, settings.celery_queue, settings.redis_ssl)
+    outbox.init_app(app, celery_init_app(app), settings.celery_queue)
     app.extensions["graphql"] = graphql.GraphQLService(settings)
     persisted_queries.init_app(app, settings)
     cors.init_app(app, settings)

@@ -5,7 +5,7 @@ variable for each request, so that `access_log_format` may name any of them; und
 was about 5 % of a web worker's time, for the few fields this log carries. This one writes
 those few, escaped as JSON (a path holding a quote stays one valid line). The path is logged
 without its query string (the delivery callback carries its secret there), and masked as the
-app's own lines are (`web.logs.scrub`).
+app's own lines are (`common.logs.scrub`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Any
 
 from gunicorn.glogging import Logger
 
-from web.logs import REQUEST_ID_HEADER, scrub
+from common.logs import scrub
+from web.request_ids import REQUEST_ID_HEADER
 
 _REQUEST_ID = REQUEST_ID_HEADER.lower()
 

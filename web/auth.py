@@ -23,14 +23,14 @@ from graphql import (
     get_operation_ast,
 )
 
+from common.logs import subject_var
+from common.settings import Settings
 from models.actors import Actor
 from models.customers import provision_customer
 from models.db import db, has_written
 from models.validation import storable
 from web import graphql_http as http
-from web.config import Settings
 from web.identity import IdentityProvider
-from web.logs import subject_var
 from web.tokens import (
     InvalidToken,
     JWKSCache,

@@ -20,7 +20,7 @@ import re
 from flask import Flask, Response, request
 from flask_cors import CORS
 
-from web.config import Settings
+from common.settings import Settings
 
 # The paths browser apps call: the endpoint and the SDL beside it.
 PATHS = re.compile(r"^/graphql(/.*)?$")

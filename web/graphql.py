@@ -26,13 +26,14 @@ from graphql import (
 from graphql.validation import specified_rules, validate
 from sqlalchemy.exc import SQLAlchemyError
 
+from common import sentry
+from common.logs import operation_var, request_id_var
+from common.settings import Settings
 from models.db import db
-from web import auth, database_errors, introspection, json_body, metrics, security, sentry
+from web import auth, database_errors, introspection, json_body, metrics, security
 from web import graphql_http as http
 from web import request_errors as codes
-from web.config import Settings
 from web.document_limits import Measurements, bracket_nesting, cost, measure, merged_pairs
-from web.logs import operation_var, request_id_var
 from web.persisted_queries import PersistedQueryError, persisted_queries
 from web.rate_limits import rate_limits
 from web.resolvers import bindables
@@ -56,8 +57,7 @@ MAX_FRAGMENTS = 32
 MAX_MERGED_PAIRS = 500
 
 log = logging.getLogger(__name__)
-# Ariadne logs every error with a traceback, expected ones included; format_error logs the
-# unexpected ones instead.
+# Ariadne logs every error with a traceback; format_error logs only the unexpected ones.
 quiet = logging.getLogger(f"{__name__}.ariadne")
 quiet.propagate = False
 quiet.setLevel(logging.CRITICAL + 1)

@@ -23,7 +23,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from web.config import Settings
+from common.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from html.parser import HTMLParser
 from flask import Flask, Response, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from web.config import Settings
+from common.settings import Settings
 
 API_POLICY = "default-src 'none'; frame-ancestors 'none'"
 HSTS = "max-age=31536000; includeSubDomains"

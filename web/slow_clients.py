@@ -17,7 +17,7 @@ comes.
 
 This bounds what each slow client costs, not how many there are: production should sit
 behind a proxy that reads whole requests before it passes them on, such as an Ingress
-controller (README, Processes).
+controller (docs/operations.md#slow-clients).
 """
 
 from __future__ import annotations

@@ -32,12 +32,13 @@ from tornado.options import options
 from tornado.web import RequestHandler
 from werkzeug.datastructures import Authorization
 
-from web.config import FLOWER_REQUIRED, ConfigError, Settings, warn_once
-from web.logs import configure
+import celeryconfig
+from common.logs import configure
 
 # Makes PROMETHEUS_MULTIPROC_DIR where it is missing (an empty emptyDir), before Flower's
 # metrics open their files there.
-from web.metrics import prepare_multiprocess_dir  # noqa: F401
+from common.metrics import prepare_multiprocess_dir  # noqa: F401
+from common.settings import FLOWER_REQUIRED, ConfigError, Settings, warn_once
 
 HEALTHCHECK = "/healthcheck"
 EVERY_INTERFACE = "0.0.0.0"  # noqa: S104 - only ever behind FLOWER_BASIC_AUTH
@@ -120,24 +121,15 @@ def flower_celery(settings: Settings) -> Celery:
     """The Celery app Flower watches: the worker's broker (URL, TLS, timeouts) and queue, as
     celeryconfig.py has them, and nothing that reads the database or other secrets."""
     app = Celery("orders", set_as_current=False)
-    app.conf.update(
-        broker_url=settings.redis_url,
-        broker_use_ssl=settings.redis_ssl or False,
-        broker_connection_retry_on_startup=True,
-        broker_connection_timeout=3,
-        broker_transport_options={"socket_timeout": 5, "socket_connect_timeout": 3},
-        task_default_queue=settings.celery_queue,
-        # No pool: Flower's inspections each open a connection of their own, and a pool kept
-        # twenty of them open for good (Heroku Redis mini allows twenty in all).
-        broker_pool_limit=0,
-        timezone="UTC",
-        enable_utc=True,
-    )
+    app.config_from_object(celeryconfig.config(settings))
+    # No pool: Flower's inspections each open a connection of their own, and a pool kept
+    # twenty of them open for good (Heroku Redis mini allows twenty in all).
+    app.conf.broker_pool_limit = 0
     return app
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Start Flower on the worker's broker, as `celery --app worker flower` would."""
+    """Start Flower on the worker's broker, as `celery --app worker.main flower` would."""
     settings = Settings.from_env(required=FLOWER_REQUIRED)
     configure(settings.log_level)  # JSON lines; Tornado adds no handler of its own then
     warn_once(settings)

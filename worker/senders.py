@@ -19,7 +19,7 @@ import requests
 import urllib3
 from africastalking.SMS import SMSService
 
-from web.config import Settings
+from common.settings import Settings
 
 log = logging.getLogger(__name__)
 

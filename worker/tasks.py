@@ -15,14 +15,19 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from celery import shared_task
 from flask import current_app
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from common.logs import request_id_var
+from common.metrics import GATEWAY_LATENCY, SMS_ATTEMPTS, SMS_IN_DOUBT, SWEEP_RESENDS
+from common.settings import Settings
 from models.db import db
 from models.delivery_reports import match_late_reports
 from models.idempotency import purge_expired_idempotency_keys
 from models.notifications import AttemptOutcome, Notification, NotificationStatus
+from models.outbox import SEND_BATCH_TASK, TASK_BATCH, batches
 from models.sending import (
     RETRYABLE,
     Claimed,
@@ -34,11 +39,6 @@ from models.sending import (
     settle,
     take_back_expired_leases,
 )
-from web.config import Settings
-from web.logs import request_id_var
-from web.metrics import GATEWAY_LATENCY, SMS_ATTEMPTS, SMS_IN_DOUBT, SWEEP_RESENDS
-from worker.celery_app import celery_app
-from worker.outbox import SEND_BATCH_TASK, TASK_BATCH, batches
 from worker.senders import Outcome, SendResult, SmsSender, build_sender
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def backoff(attempt: int, settings: Settings) -> timedelta:
     return timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 - not crypto
 
 
-@celery_app.task(name="notifications.send")
+@shared_task(name="notifications.send")
 def send_notification(notification_id: str) -> str:
     """Send one notification (a retry, or a task published before batches): what became of
     it, e.g. "accepted", "retry" or "skipped"."""
@@ -75,7 +75,7 @@ def send_notification(notification_id: str) -> str:
     return _send(ids).get(ids[0], "skipped") if ids else "skipped"
 
 
-@celery_app.task(name=SEND_BATCH_TASK)
+@shared_task(name=SEND_BATCH_TASK)
 def send_batch(notification_ids: list[str]) -> dict[str, int]:
     """Send a batch of notifications side by side; how many came to each outcome (Flower
     shows it as the task's result). "skipped": sent already, not due, or no such id."""
@@ -326,7 +326,7 @@ def _as_they_arrive(
         yield [(futures[future], future.result()) for future in done]
 
 
-@celery_app.task(name="notifications.sweep")
+@shared_task(name="notifications.sweep")
 def sweep() -> dict[str, int]:
     """Every 30 s: take back leases of dead workers, re-publish overdue QUEUED rows, and
     forget idempotency keys older than a day."""

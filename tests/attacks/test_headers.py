@@ -29,9 +29,9 @@ import pytest
 import requests
 from flask import Flask
 
+from common.logs import JsonFormatter
+from common.settings import ConfigError, Settings
 from tests.conftest import CLIENT_SECRET
-from web.config import ConfigError, Settings
-from web.logs import JsonFormatter
 from web.security import graphiql_policy
 
 ROOT = Path(__file__).resolve().parents[2]

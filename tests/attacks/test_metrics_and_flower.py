@@ -25,10 +25,11 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from common.metrics import serve_metrics
 from tests.clients import GraphQLClient
 from tests.conftest import CLIENT_SECRET, REDIS_URL, ROOT
 from web.graphql import build_schema
-from web.metrics import INTROSPECTION, SEVERAL, UNKNOWN, UNPARSED, serve_worker_metrics
+from web.metrics import INTROSPECTION, SEVERAL, UNKNOWN, UNPARSED
 
 # `app` migrates the test database, which the production apps made here share.
 pytestmark = pytest.mark.usefixtures("app")
@@ -163,9 +164,9 @@ def test_a_scrape_cannot_hold_the_database(make_app, database_url):
 
 def test_the_worker_metrics_port_follows_the_same_rule(settings):
     prod = replace(settings, env="production", secret_key=SECRET_KEY)
-    assert serve_worker_metrics(prod, 0, host="127.0.0.1") is None  # no token: off
+    assert serve_metrics(prod, 0, host="127.0.0.1") is None  # no token: off
 
-    server = serve_worker_metrics(replace(prod, metrics_token=METRICS_TOKEN), 0, "127.0.0.1")
+    server = serve_metrics(replace(prod, metrics_token=METRICS_TOKEN), 0, "127.0.0.1")
     assert server is not None
     url = f"http://127.0.0.1:{server.server_port}/metrics"
     try:

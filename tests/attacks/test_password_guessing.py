@@ -15,8 +15,8 @@ import pytest
 from flask import Flask
 from limits import parse_many
 
+from common.settings import ConfigError, Settings
 from tests.limits_support import SHIPPED, closed_port, production, rate_limited  # noqa: F401
-from web.config import ConfigError, Settings
 
 LOGIN = """
 mutation Login($input: LoginInput!) {

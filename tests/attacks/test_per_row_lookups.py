@@ -15,11 +15,9 @@ Production mode, an admin (who sees every order), real PostgreSQL.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from ariadne import ObjectType
@@ -30,12 +28,12 @@ from models.actors import Actor
 from models.notifications import Notification, NotificationAttempt
 from models.placing import create_order
 from tests.clients import GraphQLClient
+from tests.docs_support import DOCS, code_blocks, section
 from tests.factories import ADMIN_SUB, CustomerFactory, row_counts
 from web.document_limits import DATABASE_FIELDS, PER_ROW_QUERIES
 from web.graphql import build_schema
 from web.resolvers import bindables
 
-ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = build_schema()
 ADMIN = Actor(subject=ADMIN_SUB, roles=frozenset({"admin"}), is_admin=True)
 HOSTILE = (
@@ -215,8 +213,7 @@ def test_a_few_customers_with_their_latest_orders_are_served(admin, orders):
 
 
 def test_the_runbooks_documents_fit_the_cost_limit(admin, orders):
-    readme = (ROOT / "README.md").read_text()
-    [block] = re.findall(r"```graphql\n(.*?)```", readme, re.S)
+    [block] = code_blocks(section(DOCS / "operations.md", "## Runbook"), "graphql")
     documents = [line for line in block.splitlines() if line.strip()]
     assert len(documents) == 3
 

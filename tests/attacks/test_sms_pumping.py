@@ -13,6 +13,7 @@ import pytest
 from limits import parse_many
 from sqlalchemy import select
 
+from common.settings import ConfigError, Settings
 from models.notifications import Notification, NotificationStatus
 from tests.factories import ADMIN_SUB, JANE_SUB, row_counts
 from tests.limits_support import SHIPPED, client, closed_port, production, rate_limited  # noqa: F401
@@ -27,7 +28,6 @@ from tests.sms_support import (  # noqa: F401 - fixtures, used by name
     run_send,
     sms_settings,
 )
-from web.config import ConfigError, Settings
 from worker.tasks import send_batch
 
 

@@ -16,14 +16,14 @@ import subprocess
 
 import pytest
 
-from tests.production import assert_refused_readably, production_env, refusal
-from web.config import ConfigError, Settings, check_secret
-from web.secret_checks import (
+from common.secret_checks import (
     MIN_PASSWORD_LENGTH,
     MIN_PROVIDER_SECRET_LENGTH,
     MIN_SECRET_LENGTH,
     secret_weakness,
 )
+from common.settings import ConfigError, Settings, check_secret
+from tests.production import assert_refused_readably, production_env, refusal
 
 STRONG = "Tk4wQz9LmR2xVb7nHs5JcY8d"  # a Flower password that passes, beside the weak pair
 OTHER = "Wm3pXc8RbN6tLq2zFv9sKd4h"

@@ -13,7 +13,8 @@ import requests
 from jose import jwt
 from jose.exceptions import ExpiredSignatureError, JWTError
 
-from dev.idp import DevIdentityProvider, ProductionRefusedError, RunningServer, load_users, main
+from dev.idp import DevIdentityProvider, ProductionRefusedError, RunningServer, main
+from dev.idp_users import load_users
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = {"client_id": "customer_api", "client_secret": "s3cret"}

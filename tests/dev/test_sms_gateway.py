@@ -23,13 +23,8 @@ from africastalking.SMS import SMSService
 from werkzeug import Request, Response, serving
 from werkzeug.test import EnvironBuilder
 
-from dev.sms_gateway import (
-    FakeSmsGateway,
-    ProductionRefusedError,
-    RunningGateway,
-    check_outcome,
-    main,
-)
+from dev.sms_gateway import FakeSmsGateway, ProductionRefusedError, RunningGateway, main
+from dev.sms_protocol import check_outcome
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "atsk_test_0123456789"

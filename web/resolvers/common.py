@@ -7,10 +7,10 @@ from typing import Any, TypeVar
 
 from graphql import GraphQLError, GraphQLResolveInfo
 
+from common.settings import Settings
 from models.actors import Actor
 from models.db import db, has_written
 from models.errors import DomainError, ErrorCode, FieldError
-from web.config import Settings
 from web.rate_limits import rate_limits
 
 T = TypeVar("T")

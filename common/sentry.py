@@ -25,8 +25,8 @@ from sentry_sdk.integrations.sqlalchemy import SqlalchemyIntegration
 from sentry_sdk.integrations.stdlib import StdlibIntegration
 from sentry_sdk.integrations.threading import ThreadingIntegration
 
-from web.config import Settings
-from web.logs import scrub
+from common.logs import scrub
+from common.settings import Settings
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 # The query string of a URL or path (the delivery callback's ?key=, a token in a link).

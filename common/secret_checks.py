@@ -1,4 +1,4 @@
-"""What production refuses as a secret (web/config.py runs these checks at start).
+"""What production refuses as a secret (common/settings.py runs these checks at start).
 
 Secrets the operator makes up must be long, hard to guess and each its own: a guessable
 `SECRET_KEY` can be found offline from one signed value, and one value in two places leaks

@@ -12,19 +12,14 @@ import json
 import logging
 import re
 import sys
-import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
-
-from flask import Flask, Response, g, request
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 operation_var: ContextVar[str | None] = ContextVar("operation", default=None)
 subject_var: ContextVar[str | None] = ContextVar("subject", default=None)
 
-REQUEST_ID_HEADER = "X-Request-ID"
-VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 # A JWT (three base64url segments, the first starting {"), and E.164-looking numbers.
 TOKEN = re.compile(r"eyJ[\w-]{5,}\.[\w-]{5,}\.[\w-]*")
 PHONE = re.compile(r"(?<![\w-])(\+?\d{3})\d{4,9}(\d{3})(?!\w)")
@@ -56,6 +51,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+def reset_context() -> None:
+    """Forget the request id, operation and subject: a thread serves request after request (or
+    task after task), and what one set must not label the lines logged before the next."""
+    request_id_var.set(None)
+    operation_var.set(None)
+    subject_var.set(None)
+
+
 def configure(level: str = "INFO") -> None:
     """Send every log record, as JSON, to stdout (idempotent)."""
     root = logging.getLogger()
@@ -66,34 +69,3 @@ def configure(level: str = "INFO") -> None:
         root.addHandler(handler)
     # Per-request access lines come from gunicorn; werkzeug's would repeat them.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-
-
-def _start_request() -> None:
-    given = request.headers.get(REQUEST_ID_HEADER, "")
-    # fullmatch: `$` alone would let an id end in a line feed.
-    g.request_id = given if VALID_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
-    request_id_var.set(g.request_id)
-    operation_var.set(None)
-    subject_var.set(None)
-
-
-def _finish_request(response: Response) -> Response:
-    response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
-    return response
-
-
-def _end_request(_error: BaseException | None) -> None:
-    # A thread serves request after request: what this one set must not label the lines the
-    # thread logs before the next one starts.
-    request_id_var.set(None)
-    operation_var.set(None)
-    subject_var.set(None)
-
-
-def init_app(app: Flask) -> None:
-    """Give every request an id, returned in `X-Request-ID` and stamped on its log lines."""
-    app.before_request_funcs.setdefault(None, []).insert(0, _start_request)
-    app.after_request(_finish_request)
-    # Teardown functions run last-registered first: this one, registered before the other
-    # extensions', runs after theirs, whose lines still carry the id.
-    app.teardown_request(_end_request)

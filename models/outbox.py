@@ -15,9 +15,10 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from celery import Celery
 from flask import Flask, current_app, has_app_context
 from kombu import Connection
 from kombu.exceptions import BatchPublishError
@@ -25,9 +26,8 @@ from kombu.exceptions import OperationalError as BrokerUnreachable
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from common.metrics import RELAY_DROPPED, RELAY_RESTARTS
 from models.notifications import OUTBOX_KEY
-from web.metrics import RELAY_DROPPED, RELAY_RESTARTS
-from worker.celery_app import celery_app
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,16 +39,13 @@ PAUSE_AFTER_FAILURE_SECONDS = 5.0
 RESTART_PAUSE_SECONDS = 1.0
 PUBLISH_BATCH = 100
 # After the first id of a batch, wait this long for more (unless a full batch is already
-# there): a publish costs about three times as much CPU per id alone as in a batch of ten,
-# the tasks come out fuller, and an SMS 50 ms (or, left over from a full task, 100 ms)
-# later is no later to anyone.
+# there): a publish costs far more CPU per id alone than in a batch, and an SMS 50 ms later
+# is no later to anyone.
 GATHER_SECONDS = 0.05
 SEND_BATCH_TASK = "notifications.send_batch"
 # Ids per task. The worker sends a task's messages side by side, so a batch takes about as
-# long as one send, and Celery's own cost per task (receive, ack, events) and the batch's
-# database round trips are paid once for all of them. Twenty drained 5,000 SMS at 367 to 449
-# SMS/s where ten did 275 to 280 (`python -m bench.run --only drain`, alternated); thirty did
-# 333 to 351, its 960 send threads a process taking turns on one core.
+# long as one send, and Celery's own cost per task and the batch's database round trips are
+# paid once for all of them (the sizes tried are in bench/README.md).
 TASK_BATCH = 20
 
 
@@ -70,25 +67,18 @@ def _full_tasks(batch: list[str], carried: int) -> tuple[list[str], list[str]]:
 
 
 class Relay:
-    """Publishes notification ids to one broker and queue from one daemon thread per process.
-
-    `connect` makes the broker connection (default: Celery's, to `broker_url`, with `ssl`)."""
+    """Publishes notification ids to `celery_app`'s broker, on `queue_name`, from one daemon
+    thread per process. `connect` makes the broker connection (default: the Celery app's)."""
 
     def __init__(
         self,
-        broker_url: str,
+        celery_app: Celery,
         queue_name: str,
-        ssl: Mapping[str, Any] | None = None,
         connect: Callable[[], Connection] | None = None,
     ) -> None:
-        self.broker_url = broker_url
+        self.celery_app = celery_app
         self.queue_name = queue_name
-        # TLS options of a rediss:// URL; False keeps Celery's (the environment's) out of a
-        # plain connection.
-        self.ssl = dict(ssl) if ssl else False
-        self._connect = connect or (
-            lambda: celery_app.connection_for_write(broker_url, ssl=self.ssl)
-        )
+        self._connect = connect or celery_app.connection_for_write
         self._queue: queue.Queue[str] = queue.Queue(maxsize=BACKLOG_LIMIT)
         self._pid: int | None = None
         self._lock = threading.Lock()
@@ -185,11 +175,11 @@ class Relay:
                 *connection.connection_errors,
                 *connection.channel_errors,
             )
-            self._producer = celery_app.amqp.Producer(connection, auto_declare=False)
+            self._producer = self.celery_app.amqp.Producer(connection, auto_declare=False)
         try:
             with self._producer.batch():
                 for batch in batches(notification_ids):
-                    celery_app.send_task(
+                    self.celery_app.send_task(
                         SEND_BATCH_TASK,
                         args=(batch,),
                         queue=self.queue_name,
@@ -219,12 +209,10 @@ def _after_rollback(session: Session) -> None:
         session.info.pop(OUTBOX_KEY, None)
 
 
-def init_app(
-    app: Flask, broker_url: str, queue_name: str, ssl: Mapping[str, Any] | None = None
-) -> None:
-    """Give `app` its relay (`ssl`: the TLS options of a rediss:// URL), and publish
-    remembered notification ids after every commit."""
-    app.extensions["outbox_relay"] = Relay(broker_url, queue_name, ssl)
+def init_app(app: Flask, celery_app: Celery, queue_name: str) -> None:
+    """Give `app` its relay to `celery_app`'s broker, and publish remembered notification ids
+    after every commit."""
+    app.extensions["outbox_relay"] = Relay(celery_app, queue_name)
     if not event.contains(Session, "after_commit", _after_commit):
         event.listen(Session, "after_commit", _after_commit)
         event.listen(Session, "after_rollback", _after_rollback)

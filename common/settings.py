@@ -6,34 +6,20 @@ Every other module takes its settings from the `Settings` object built here (thr
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import ssl
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
-from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-from web.secret_checks import MIN_SECRET_LENGTH, production_weaknesses, secret_weakness
-
-# The parsers, under the names the table of variables at the end uses.
-from web.setting_values import REDIS_CERT_REQS
-from web.setting_values import cert_reqs as _cert_reqs
-from web.setting_values import count as _count
-from web.setting_values import database_url as _database_url
-from web.setting_values import http_url as _http_url
-from web.setting_values import names as _names
-from web.setting_values import port as _port
-from web.setting_values import positive_int as _positive_int
-from web.setting_values import rate_limit as _rate_limit
-from web.setting_values import redis_url as _redis_url
-from web.setting_values import region as _region
-from web.setting_values import regions as _regions
-from web.setting_values import sms_timeout as _sms_timeout
+from celeryconfig import TASK_TIME_LIMIT, VISIBILITY_TIMEOUT
+from common import setting_values as parse
+from common.config_errors import ConfigError
+from common.secret_checks import MIN_SECRET_LENGTH, production_weaknesses, secret_weakness
+from common.setting_values import REDIS_CERT_REQS
 
 PRODUCTION = "production"
 DEVELOPMENT = "development"
@@ -67,7 +53,7 @@ PRODUCTION_REQUIRED = (
 FLOWER_REQUIRED = ("redis_url", "flower_basic_auth")
 # Secrets the provider issues, and those the operator makes up, each with the length it
 # needs (a new one goes in OPERATOR_SECRETS; unset passes there, so it may be optional).
-# web/secret_checks.py says what each must be.
+# common/secret_checks.py says what each must be.
 PROVIDER_SECRETS = ("oidc_client_secret", "at_api_key")
 OPERATOR_SECRETS = (
     ("SECRET_KEY", "secret_key", MIN_SECRET_LENGTH),
@@ -95,24 +81,6 @@ def warn_once(settings: Settings) -> None:
         )
 
 
-class ConfigError(RuntimeError):
-    """A missing or malformed setting; the message names the variable."""
-
-
-def _report_config_error(kind: type[BaseException], error: BaseException, trace: Any) -> None:
-    # A process that stops on a setting (flask, celery) prints the message alone: it names the
-    # variable, and a page of traceback above it would only hide it. gunicorn prints its own
-    # one-line "Error:" for a RuntimeError such as this.
-    if isinstance(error, ConfigError):
-        print(f"configuration error: {error}", file=sys.stderr)
-    else:
-        _previous_excepthook(kind, error, trace)
-
-
-_previous_excepthook = sys.excepthook
-sys.excepthook = _report_config_error
-
-
 def check_secret(name: str, value: str | None, min_length: int = MIN_SECRET_LENGTH) -> None:
     """Raise `ConfigError` naming `name` when `value`, a secret the operator makes up, is
     unset, a placeholder, shorter than `min_length` or easy to guess; the message never shows
@@ -120,19 +88,6 @@ def check_secret(name: str, value: str | None, min_length: int = MIN_SECRET_LENG
     weakness = secret_weakness(value, min_length) if value else "is not set"
     if weakness:
         raise ConfigError(f"{name} {weakness}: {GENERATE_HINT}")
-
-
-def _private_or_https(url: str | None) -> bool:
-    """Whether `url` is https://, or http:// to this host (a local stand-in, a sidecar)."""
-    if not url or url.startswith("https://"):
-        return True
-    host = (urlsplit(url).hostname or "").rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def mode_of(environ: Mapping[str, str]) -> str | None:
@@ -153,23 +108,6 @@ def mode_of(environ: Mapping[str, str]) -> str | None:
     if not modes:
         return None
     return PRODUCTION if PRODUCTION in modes else DEVELOPMENT
-
-
-def _origins(value: str) -> tuple[str, ...]:
-    """Browser origins such as https://shop.example.com or http://localhost:3000."""
-    origins = tuple(origin.strip().rstrip("/") for origin in value.split(",") if origin.strip())
-    for origin in origins:
-        scheme, _, host = origin.partition("://")
-        if scheme not in ("http", "https") or not host or "/" in host or "*" in host:
-            raise ValueError(f"{origin!r} is not an origin such as https://shop.example.com")
-    return origins
-
-
-def _flag(value: str) -> bool:
-    spelled = value.strip().lower()
-    if spelled not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-        raise ValueError("expected true or false")
-    return spelled in ("true", "1", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -303,12 +241,12 @@ class Settings:
         production = mode == PRODUCTION
 
         values: dict[str, Any] = {"env": mode or DEVELOPMENT}
-        for name, attribute, parse in _VARIABLES:
+        for name, attribute, read in _VARIABLES:
             raw = source.get(name)
             if raw is None or raw == "":
                 continue
             try:
-                values[attribute] = parse(raw)
+                values[attribute] = read(raw)
             except ValueError as error:
                 raise ConfigError(f"{name} is malformed: {error}") from None
 
@@ -318,6 +256,11 @@ class Settings:
                 f"SMS_LEASE_SECONDS must be at least SMS_TIMEOUT + {SEND_OVERHEAD_SECONDS:g} "
                 "(the connect timeout and the recording of the reply): a lease that ends "
                 "mid-send makes the message go out twice"
+            )
+        if settings.sms_backoff_cap + TASK_TIME_LIMIT >= VISIBILITY_TIMEOUT:
+            raise ConfigError(
+                f"SMS_BACKOFF_CAP must be below {VISIBILITY_TIMEOUT - TASK_TIME_LIMIT} seconds: "
+                "Redis hands a task waiting longer to a second worker, so its SMS would go twice"
             )
         for pool, threads in (
             ("WEB_DB_POOL_SIZE", "WEB_THREADS"),
@@ -349,7 +292,7 @@ class Settings:
             env_names[attribute]
             # The gateway's URL where the process sends SMS (it needs the API key then).
             for attribute, needed_by in (("oidc_issuer",) * 2, ("at_api_url", "at_api_key"))
-            if needed_by in required and not _private_or_https(getattr(self, attribute))
+            if needed_by in required and not parse.private_or_https(getattr(self, attribute))
         ]
         if plain:
             raise ConfigError(
@@ -377,56 +320,56 @@ class Settings:
 
 _VARIABLES: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("SECRET_KEY", "secret_key", str),
-    ("DATABASE_URL", "database_url", _database_url),
-    ("REDIS_URL", "redis_url", _redis_url),
-    ("OIDC_ISSUER", "oidc_issuer", _http_url),
+    ("DATABASE_URL", "database_url", parse.database_url),
+    ("REDIS_URL", "redis_url", parse.redis_url),
+    ("OIDC_ISSUER", "oidc_issuer", parse.http_url),
     ("OIDC_CLIENT_ID", "oidc_client_id", str),
     ("OIDC_CLIENT_SECRET", "oidc_client_secret", str),
     ("OIDC_AUDIENCE", "oidc_audience", str),
-    ("OIDC_JWKS_URL", "oidc_jwks_url", _http_url),
-    ("OIDC_AUTHORIZED_PARTIES", "oidc_authorized_parties", _names),
+    ("OIDC_JWKS_URL", "oidc_jwks_url", parse.http_url),
+    ("OIDC_AUTHORIZED_PARTIES", "oidc_authorized_parties", parse.names),
     ("OIDC_ADMIN_ROLE", "admin_role", str),
     ("AT_USERNAME", "at_username", str),
     ("AT_API_KEY", "at_api_key", str),
     ("AT_SENDER_ID", "at_sender_id", str),
-    ("AT_API_URL", "at_api_url", _http_url),
+    ("AT_API_URL", "at_api_url", parse.http_url),
     ("AT_CALLBACK_SECRET", "at_callback_secret", str),
     ("COMPANY_NAME", "company_name", str),
     ("FLOWER_BASIC_AUTH", "flower_basic_auth", str),
     ("METRICS_TOKEN", "metrics_token", str),
-    ("DEFAULT_PHONE_REGION", "default_region", _region),
+    ("DEFAULT_PHONE_REGION", "default_region", parse.region),
     ("DEFAULT_CURRENCY", "default_currency", str),
-    ("GRAPHQL_MAX_DEPTH", "graphql_max_depth", _positive_int),
-    ("GRAPHQL_MAX_TOKENS", "graphql_max_tokens", _positive_int),
-    ("GRAPHQL_MAX_COST", "graphql_max_cost", _positive_int),
-    ("GRAPHQL_MAX_FIELDS", "graphql_max_fields", _positive_int),
+    ("GRAPHQL_MAX_DEPTH", "graphql_max_depth", parse.positive_int),
+    ("GRAPHQL_MAX_TOKENS", "graphql_max_tokens", parse.positive_int),
+    ("GRAPHQL_MAX_COST", "graphql_max_cost", parse.positive_int),
+    ("GRAPHQL_MAX_FIELDS", "graphql_max_fields", parse.positive_int),
     ("LOG_LEVEL", "log_level", str.upper),
-    ("SMS_MAX_ATTEMPTS", "sms_max_attempts", _positive_int),
-    ("SMS_BACKOFF_BASE", "sms_backoff_base", _positive_int),
-    ("SMS_BACKOFF_CAP", "sms_backoff_cap", _positive_int),
-    ("SMS_TIMEOUT", "sms_timeout", _sms_timeout),
-    ("SMS_LEASE_SECONDS", "sms_lease_seconds", _positive_int),
-    ("SMS_SWEEP_GRACE_SECONDS", "sms_sweep_grace_seconds", _positive_int),
+    ("SMS_MAX_ATTEMPTS", "sms_max_attempts", parse.positive_int),
+    ("SMS_BACKOFF_BASE", "sms_backoff_base", parse.positive_int),
+    ("SMS_BACKOFF_CAP", "sms_backoff_cap", parse.positive_int),
+    ("SMS_TIMEOUT", "sms_timeout", parse.sms_timeout),
+    ("SMS_LEASE_SECONDS", "sms_lease_seconds", parse.positive_int),
+    ("SMS_SWEEP_GRACE_SECONDS", "sms_sweep_grace_seconds", parse.positive_int),
     ("CELERY_QUEUE", "celery_queue", str),
     ("PROMETHEUS_MULTIPROC_DIR", "metrics_dir", str),
-    ("SENTRY_DSN", "sentry_dsn", _http_url),
-    ("WORKER_METRICS_PORT", "worker_metrics_port", _positive_int),
-    ("SMS_ALLOWED_REGIONS", "sms_allowed_regions", _regions),
-    ("SMS_RATE_LIMIT", "sms_rate_limit", _rate_limit),
-    ("LOGIN_RATE_LIMIT", "login_rate_limit", _rate_limit),
-    ("LOGIN_USERNAME_RATE_LIMIT", "login_username_rate_limit", _rate_limit),
-    ("LOGIN_ADDRESS_RATE_LIMIT", "login_address_rate_limit", _rate_limit),
-    ("SESSION_ADDRESS_RATE_LIMIT", "session_address_rate_limit", _rate_limit),
-    ("PERSISTED_QUERY_RATE_LIMIT", "persisted_query_rate_limit", _rate_limit),
+    ("SENTRY_DSN", "sentry_dsn", parse.http_url),
+    ("WORKER_METRICS_PORT", "worker_metrics_port", parse.positive_int),
+    ("SMS_ALLOWED_REGIONS", "sms_allowed_regions", parse.regions),
+    ("SMS_RATE_LIMIT", "sms_rate_limit", parse.rate_limit),
+    ("LOGIN_RATE_LIMIT", "login_rate_limit", parse.rate_limit),
+    ("LOGIN_USERNAME_RATE_LIMIT", "login_username_rate_limit", parse.rate_limit),
+    ("LOGIN_ADDRESS_RATE_LIMIT", "login_address_rate_limit", parse.rate_limit),
+    ("SESSION_ADDRESS_RATE_LIMIT", "session_address_rate_limit", parse.rate_limit),
+    ("PERSISTED_QUERY_RATE_LIMIT", "persisted_query_rate_limit", parse.rate_limit),
     ("RATE_LIMIT_PREFIX", "rate_limit_prefix", str),
-    ("TRUSTED_PROXIES", "trusted_proxies", _count),
-    ("REDIS_SSL_CERT_REQS", "redis_ssl_cert_reqs", _cert_reqs),
-    ("WEB_THREADS", "web_threads", _positive_int),
-    ("WORKER_CONCURRENCY", "worker_concurrency", _positive_int),
-    ("WEB_DB_POOL_SIZE", "web_db_pool_size", _positive_int),
-    ("WORKER_DB_POOL_SIZE", "worker_db_pool_size", _positive_int),
-    ("PORT", "port", _port),
-    ("CORS_ORIGINS", "cors_origins", _origins),
-    ("SCHEMA_SDL_PUBLIC", "schema_sdl_public", _flag),
-    ("PERSISTED_QUERY_TTL", "persisted_query_ttl", _positive_int),
+    ("TRUSTED_PROXIES", "trusted_proxies", parse.count),
+    ("REDIS_SSL_CERT_REQS", "redis_ssl_cert_reqs", parse.cert_reqs),
+    ("WEB_THREADS", "web_threads", parse.positive_int),
+    ("WORKER_CONCURRENCY", "worker_concurrency", parse.positive_int),
+    ("WEB_DB_POOL_SIZE", "web_db_pool_size", parse.positive_int),
+    ("WORKER_DB_POOL_SIZE", "worker_db_pool_size", parse.positive_int),
+    ("PORT", "port", parse.port),
+    ("CORS_ORIGINS", "cors_origins", parse.origins),
+    ("SCHEMA_SDL_PUBLIC", "schema_sdl_public", parse.flag),
+    ("PERSISTED_QUERY_TTL", "persisted_query_ttl", parse.positive_int),
 )

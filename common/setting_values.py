@@ -1,11 +1,13 @@
-"""How each setting's text becomes its value: the parsers `web.config` applies to the
-environment. Each raises ValueError saying what it expected; `web.config` adds the variable's
+"""How each setting's text becomes its value: the parsers `common.settings` applies to the
+environment. Each raises ValueError saying what it expected; `common.settings` adds the variable's
 name.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
+from urllib.parse import urlsplit
 
 import phonenumbers
 from limits import parse_many
@@ -106,3 +108,33 @@ def count(value: str) -> int:
     if number < 0:
         raise ValueError("expected a whole number, 0 or more")
     return number
+
+
+def private_or_https(url: str | None) -> bool:
+    """Whether `url` is https://, or http:// to this host (a local stand-in, a sidecar)."""
+    if not url or url.startswith("https://"):
+        return True
+    host = (urlsplit(url).hostname or "").rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def origins(value: str) -> tuple[str, ...]:
+    """Browser origins such as https://shop.example.com or http://localhost:3000."""
+    origins = tuple(origin.strip().rstrip("/") for origin in value.split(",") if origin.strip())
+    for origin in origins:
+        scheme, _, host = origin.partition("://")
+        if scheme not in ("http", "https") or not host or "/" in host or "*" in host:
+            raise ValueError(f"{origin!r} is not an origin such as https://shop.example.com")
+    return origins
+
+
+def flag(value: str) -> bool:
+    spelled = value.strip().lower()
+    if spelled not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+        raise ValueError("expected true or false")
+    return spelled in ("true", "1", "yes", "on")
