@@ -346,7 +346,7 @@ def take_back_expired_leases(session: Session, *, limit: int, max_attempts: int)
     failed = move(
         Notification.attempts >= max_attempts,
         status=NotificationStatus.FAILED,
-        last_error="the worker stopped mid-send on every attempt; giving up",
+        last_error="the worker stopped mid-send on the last attempt; giving up",
     )
     requeued = move(
         Notification.attempts < max_attempts,
