@@ -344,7 +344,7 @@ def sweep() -> dict[str, int]:
             taken.interrupted,
         )
     if taken.failed:
-        log.error("%d SMS failed: their worker stopped mid-send on their last attempt", taken.failed)
+        log.error("%d SMS failed: their worker stopped mid-send on the last attempt", taken.failed)
     if requeued:
         SWEEP_RESENDS.labels("lease_expired").inc(len(requeued))
         log.warning("re-sending %d SMS whose worker stopped mid-send", len(requeued))
